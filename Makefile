@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test soak bench lint setup clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## run: the five sample services and the gateway (gunicorn + gevent) on :3000
+run: $(STAMP)
+	$(BIN)/honcho -f Procfile.dev start
+
+## test: the whole suite (unit, real redis-server, end-to-end through gunicorn)
+test: $(STAMP)
+	$(BIN)/pytest
+
+## soak: the long chaos and resource suites
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -o addopts="" -p no:cacheprovider -q
+
+## bench: wrk benchmarks against a running gunicorn (prints the table)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy gateway blueprints app.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

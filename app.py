@@ -1,0 +1,143 @@
+"""The gateway's application factory; ``python app.py`` runs a development server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+
+from blueprints.admin import admin
+from blueprints.ops import ops
+from blueprints.proxy import RestConverter, make_service_blueprint
+from gateway import errors
+from gateway.breaker import BreakerRegistry
+from gateway.cache import ResponseCache
+from gateway.config import Settings, load_settings
+from gateway.health import HealthMonitor
+from gateway.inbound import request_id_from
+from gateway.lifecycle import Lifecycle
+from gateway.redis_link import RedisLink
+from gateway.request_log import configure_logging, log_request
+from gateway.stats import GatewayStats
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Engine:
+    """The engine parts the request flow uses, in one place."""
+
+    cache: ResponseCache
+    breakers: BreakerRegistry
+    upstream: UpstreamClient
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the gateway: settings from the environment (then ``test_config``), engine, blueprints."""
+    settings: Settings = load_settings(overrides=test_config)
+    app = Flask(__name__)
+    app.config["GATEWAY_SETTINGS"] = settings
+    app.url_map.converters["rest"] = RestConverter
+    app.url_map.merge_slashes = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    access_log = configure_logging(settings.log_level, settings.log_format)
+
+    link = RedisLink(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else None
+    app.extensions["gateway.redis"] = link
+    Lifecycle().init_app(app)
+    stats = GatewayStats(settings, link)
+    stats.init_app(app)
+    breakers = BreakerRegistry(settings, link, listeners=[stats])
+    breakers.init_app(app)
+    cache = ResponseCache(settings, link, stats=stats)
+    cache.init_app(app)
+    upstream = UpstreamClient(settings)
+    upstream.init_app(app)
+    HealthMonitor(settings, link=link).init_app(app)
+    app.extensions["gateway.engine"] = Engine(cache=cache, breakers=breakers, upstream=upstream)
+
+    app.register_blueprint(ops)
+    app.register_blueprint(admin)
+    for service in settings.services.values():
+        app.register_blueprint(make_service_blueprint(service))
+
+    @app.before_request
+    def start_request() -> None:
+        """Stamp the request with its id and start time before anything can fail."""
+        g.started = time.perf_counter()
+        g.request_id = request_id_from(request.environ)
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        """Echo the request id and log (and count) the request once its body is done."""
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        call = g.get("call")
+        service = call.service.name if call is not None else None
+        fields = dict(
+            request_id=g.get("request_id"), method=request.method, path=request.path,
+            status=response.status_code, service=service, cache=g.get("cache_result"),
+            breaker=call.breaker if call is not None else None,
+            upstream_ms=round(call.upstream_s * 1000, 3) if call is not None and call.upstream_s is not None else None,
+            client_ip=call.client_ip if call is not None else request.remote_addr,
+        )
+        started = g.get("started", time.perf_counter())
+
+        def on_close() -> None:
+            duration = time.perf_counter() - started
+            log_request(access_log, duration_ms=round(duration * 1000, 3), **fields)
+            if service is not None:
+                stats.record_request(service, request_method, fields["status"], fields["cache"], duration,
+                                     call.upstream_s if call is not None else None)
+
+        request_method = request.method
+        response.call_on_close(on_close)
+        return response
+
+    @app.errorhandler(errors.GatewayError)
+    def gateway_error(error: errors.GatewayError) -> Response:
+        """Every error the gateway makes is the JSON envelope."""
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        """Routing errors (unknown prefix, method) as the JSON envelope."""
+        if isinstance(error, WerkzeugMethodNotAllowed):
+            allow = ", ".join(sorted(error.valid_methods or []))
+            return error_response(errors.MethodNotAllowed(headers=[("Allow", allow)]))
+        if error.code == 404:
+            return error_response(errors.NotFound())
+        generic = errors.GatewayError(error.description)
+        generic.status, generic.code = error.code or 400, (error.name or "error").lower().replace(" ", "_")
+        return error_response(generic)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        """A bug must still answer JSON, never a traceback; the traceback goes to the log."""
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        return error_response(errors.GatewayError())
+
+    return app
+
+
+def error_response(error: errors.GatewayError) -> Response:
+    """Render a gateway error as a JSON response with its extra headers."""
+    body = errors.error_body(error, g.get("request_id"))
+    response = Response(body, status=error.status, mimetype="application/json")
+    for name, value in error.headers:
+        response.headers[name] = value
+    if error.status in (502, 503, 504):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+if __name__ == "__main__":
+    import os
+
+    create_app().run(host="127.0.0.1", port=int(os.environ.get("PORT", "3000")), threaded=True)

@@ -1,0 +1,59 @@
+"""The proxied routes: one blueprint per configured service, all made by one factory."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.routing import PathConverter
+
+from gateway.config import ServiceConfig
+from gateway.forwarder import forward_request
+from gateway.inbound import build_call
+from gateway.messages import ProxyResponse
+
+FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class RestConverter(PathConverter):
+    """Everything after the prefix, including empty and leading-slash rests (``/orders//x``)."""
+
+    regex = ".*"
+
+
+class ProxiedResponse(Response):
+    """An upstream answer passed through: no default Content-Type invented for it."""
+
+    default_mimetype = None
+
+
+def make_service_blueprint(service: ServiceConfig) -> Blueprint:
+    """Build the blueprint that forwards ``<prefix>`` and ``<prefix>/…`` to ``service``."""
+    blueprint = Blueprint(f"service:{service.name}".replace(".", "_"), __name__)
+
+    def proxy(rest: str | None = None) -> Response:
+        settings = current_app.config["GATEWAY_SETTINGS"]
+        call = build_call(request.environ, service, settings, g.request_id)
+        g.call = call
+        return to_response(forward_request(call, current_app.extensions["gateway.engine"]))
+
+    for rule in (service.prefix, service.prefix + "/<rest:rest>"):
+        blueprint.add_url_rule(rule, endpoint="proxy", view_func=proxy, methods=FORWARDED_METHODS,
+                               provide_automatic_options=False, strict_slashes=False)
+    return blueprint
+
+
+def to_response(result: ProxyResponse) -> Response:
+    """Shape the engine's answer as a Flask response, headers exactly as the engine gives them."""
+    response = ProxiedResponse(result.body, status=result.status, direct_passthrough=True)
+    response.headers.clear()
+    for name, value in result.headers:
+        response.headers.add(name, value)
+    if isinstance(result.body, bytes) and result.status not in (204, 304) and "Content-Length" not in response.headers:
+        response.headers["Content-Length"] = str(len(result.body))
+    if result.cache is not None:
+        response.headers["X-Cache"] = result.cache
+        if result.cache_source is not None:
+            response.headers["X-Cache-Source"] = result.cache_source
+    g.cache_result = result.cache
+    for callback in result.on_close:
+        response.call_on_close(callback)
+    return response

@@ -1,0 +1,348 @@
+"""Settings: environment first, then the optional ``GATEWAY_CONFIG`` file, validated once at start-up.
+
+A bad value raises :class:`ConfigError` naming the setting, so ``gunicorn.conf.py`` can print one
+line and exit before any worker forks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+RESERVED_PREFIXES = ("/health", "/stats", "/metrics", "/dashboard", "/admin")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot start with."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"invalid setting {setting}: {message}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """Thresholds of one service's circuit breaker."""
+
+    error_threshold: float = 50.0
+    volume_threshold: int = 3
+    reset_timeout: float = 30.0
+    rolling_window: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One backend service: where it lives and how the gateway treats it."""
+
+    name: str
+    prefix: str
+    url: str
+    strip_prefix: bool = True
+    cache: bool = True
+    cache_ttl: float = 300.0
+    share_public_across_users: bool = False
+    timeout: float = 10.0
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every gateway setting, validated."""
+
+    port: int = 3000
+    web_concurrency: int = 1
+    redis_url: str | None = None
+    redis_key_prefix: str = "gw:"
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    cache_ttl: float = 300.0
+    cache_stale_grace: float = 300.0
+    cache_max_object_bytes: int = 1_048_576
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 67_108_864
+    cb_timeout: float = 10.0
+    cb_error_threshold: float = 50.0
+    cb_rolling_window: float = 10.0
+    cb_volume_threshold: int = 3
+    cb_reset_timeout: float = 30.0
+    health_check_interval: float = 10.0
+    max_body_bytes: int = 1_048_576
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    admin_token: str | None = None
+    ops_token: str | None = None
+    upstream_ca_bundle: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    def service_for_prefix(self, prefix: str) -> ServiceConfig | None:
+        """Return the service mounted at ``prefix`` (e.g. ``/orders``), if any."""
+        for service in self.services.values():
+            if service.prefix == prefix:
+                return service
+        return None
+
+
+BUILTIN_SERVICES = (
+    # name, prefix, url variable, default url, cached by default
+    ("auth-service", "/auth", "AUTH_SERVICE_URL", "http://127.0.0.1:3001", False),
+    ("order-service", "/orders", "ORDER_SERVICE_URL", "http://127.0.0.1:3002", True),
+    ("restaurant-service", "/restaurants", "RESTAURANT_SERVICE_URL", "http://127.0.0.1:3003", True),
+    ("delivery-service", "/delivery", "DELIVERY_SERVICE_URL", "http://127.0.0.1:3004", True),
+    ("tracking-service", "/tracking", "TRACKING_SERVICE_URL", "http://127.0.0.1:3005", False),
+)
+
+SERVICE_KEYS = {
+    "prefix", "url", "strip_prefix", "cache", "cache_ttl", "share_public_across_users", "timeout", "breaker",
+}
+BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
+LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def _number(setting: str, raw: Any, *, minimum: float = 0.0, integer: bool = False) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(setting, f"expected a number, got {raw!r}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(setting, f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(setting, f"must be a number >= {minimum:g}, got {raw!r}")
+    if integer and value != int(value):
+        raise ConfigError(setting, f"expected a whole number, got {raw!r}")
+    return int(value) if integer else value
+
+
+def _bool(setting: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(setting, f"expected true or false, got {raw!r}")
+
+
+def _url(setting: str, raw: Any, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    text = str(raw).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(setting, f"malformed URL {raw!r}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(setting, f"expected a {'/'.join(schemes)} URL, got {raw!r}")
+    if port == 0 or parts.fragment:
+        raise ConfigError(setting, f"malformed URL {raw!r}")
+    if setting != "REDIS_URL" and (parts.query or parts.username):
+        raise ConfigError(setting, f"a service URL takes no query or credentials, got {raw!r}")
+    return text.rstrip("/") if setting != "REDIS_URL" else text
+
+
+def _prefix(setting: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if not text.startswith("/") or text == "/" or text.endswith("/") or "//" in text:
+        raise ConfigError(setting, f"a prefix looks like /name, got {raw!r}")
+    if any(not (c.isalnum() or c in "-._~/") for c in text):
+        raise ConfigError(setting, f"a prefix may use letters, digits and -._~/ only, got {raw!r}")
+    for reserved in RESERVED_PREFIXES:
+        if text == reserved or text.startswith(reserved + "/"):
+            raise ConfigError(setting, f"{reserved} is the gateway's own path")
+    return text
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError("GATEWAY_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml  # only needed when a YAML file is used
+
+            data = yaml.safe_load(text)
+    except ValueError as exc:
+        raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError does not derive from ValueError
+        raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc}".splitlines()[0]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or set(data) - {"services"}:
+        raise ConfigError("GATEWAY_CONFIG", "the file has one key, 'services'")
+    services = data.get("services") or {}
+    if not isinstance(services, dict):
+        raise ConfigError("GATEWAY_CONFIG", "'services' must be a mapping of name to settings")
+    return services
+
+
+def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defaults: Settings) -> ServiceConfig:
+    where = f"GATEWAY_CONFIG services.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, "must be a mapping")
+    unknown = set(raw) - SERVICE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+    if base is None:
+        if "prefix" not in raw or "url" not in raw:
+            raise ConfigError(where, "a new service needs 'prefix' and 'url'")
+        base = ServiceConfig(
+            name=name, prefix="/x", url="http://x", cache_ttl=defaults.cache_ttl, timeout=defaults.cb_timeout,
+            breaker=_default_breaker(defaults),
+        )
+    breaker = base.breaker
+    if "breaker" in raw:
+        braw = raw["breaker"]
+        if not isinstance(braw, Mapping):
+            raise ConfigError(f"{where}.breaker", "must be a mapping")
+        bad = set(braw) - BREAKER_KEYS
+        if bad:
+            raise ConfigError(f"{where}.breaker.{sorted(bad)[0]}", "unknown key")
+        breaker = BreakerSettings(
+            error_threshold=_number(f"{where}.breaker.error_threshold",
+                                    braw.get("error_threshold", breaker.error_threshold)),
+            volume_threshold=int(_number(f"{where}.breaker.volume_threshold",
+                                         braw.get("volume_threshold", breaker.volume_threshold), integer=True)),
+            reset_timeout=_number(f"{where}.breaker.reset_timeout", braw.get("reset_timeout", breaker.reset_timeout)),
+            rolling_window=_positive(f"{where}.breaker.rolling_window",
+                                     braw.get("rolling_window", breaker.rolling_window)),
+        )
+        _check_threshold(f"{where}.breaker.error_threshold", breaker.error_threshold)
+    return replace(
+        base,
+        prefix=_prefix(f"{where}.prefix", raw["prefix"]) if "prefix" in raw else base.prefix,
+        url=_url(f"{where}.url", raw["url"]) if "url" in raw else base.url,
+        strip_prefix=_bool(f"{where}.strip_prefix", raw.get("strip_prefix", base.strip_prefix)),
+        cache=_bool(f"{where}.cache", raw.get("cache", base.cache)),
+        cache_ttl=_number(f"{where}.cache_ttl", raw.get("cache_ttl", base.cache_ttl)),
+        share_public_across_users=_bool(
+            f"{where}.share_public_across_users", raw.get("share_public_across_users", base.share_public_across_users)
+        ),
+        timeout=_positive(f"{where}.timeout", raw.get("timeout", base.timeout)),
+        breaker=breaker,
+    )
+
+
+def _positive(setting: str, raw: Any) -> float:
+    value = _number(setting, raw)
+    if value <= 0:
+        raise ConfigError(setting, f"must be greater than 0, got {raw!r}")
+    return value
+
+
+def _check_threshold(setting: str, value: float) -> None:
+    if value > 100:
+        raise ConfigError(setting, f"is a percentage (0-100), got {value:g}")
+
+
+def _default_breaker(s: Settings) -> BreakerSettings:
+    return BreakerSettings(
+        error_threshold=s.cb_error_threshold,
+        volume_threshold=s.cb_volume_threshold,
+        reset_timeout=s.cb_reset_timeout,
+        rolling_window=s.cb_rolling_window,
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build validated :class:`Settings` from environment variables, then ``overrides`` (same names).
+
+    ``overrides`` is the test mapping of ``create_app(test_config)``; its keys are the environment
+    variable names (``CACHE_TTL``...) and values may be typed. A ``services`` key in it is treated like
+    the ``services`` mapping of ``GATEWAY_CONFIG``.
+    """
+    env: dict[str, Any] = dict(os.environ if environ is None else environ)
+    file_services: dict[str, Any] = {}
+    if overrides:
+        env.update({k: v for k, v in overrides.items() if k != "services"})
+    if env.get("GATEWAY_CONFIG"):
+        file_services.update(_read_file(str(env["GATEWAY_CONFIG"])))
+    if overrides and "services" in overrides:
+        file_services.update(overrides["services"])
+
+    def get(name: str) -> Any:
+        value = env.get(name)
+        return None if value is None or (isinstance(value, str) and value.strip() == "") else value
+
+    def val(name: str, default: Any) -> Any:
+        value = get(name)
+        return default if value is None else value
+
+    redis_url = get("REDIS_URL")
+    if redis_url is not None:
+        redis_url = _url("REDIS_URL", redis_url, schemes=("redis", "rediss", "unix"))
+    log_level = str(get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(sorted(LOG_LEVELS))}, got {get('LOG_LEVEL')!r}")
+    log_format = str(get("LOG_FORMAT") or "json").lower()
+    if log_format not in {"json", "text"}:
+        raise ConfigError("LOG_FORMAT", f"expected json or text, got {get('LOG_FORMAT')!r}")
+    ca_bundle = get("UPSTREAM_CA_BUNDLE")
+    if ca_bundle is not None and not os.path.isfile(str(ca_bundle)):
+        raise ConfigError("UPSTREAM_CA_BUNDLE", f"no such file {ca_bundle!r}")
+    port = int(_number("PORT", val("PORT", 3000), integer=True))
+    if not 0 < port < 65536:
+        raise ConfigError("PORT", f"expected 1-65535, got {get('PORT')!r}")
+    default_workers = 2 if redis_url else 1
+    workers = int(_number("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or default_workers, integer=True))
+    if workers < 1:
+        raise ConfigError("WEB_CONCURRENCY", "must be at least 1")
+    allow_ips = tuple(
+        ip.strip() for ip in str(get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").split(",") if ip.strip()
+    )
+    settings = Settings(
+        port=port,
+        web_concurrency=workers,
+        redis_url=redis_url,
+        redis_key_prefix=str(get("REDIS_KEY_PREFIX") or "gw:"),
+        cache_ttl=_number("CACHE_TTL", val("CACHE_TTL", 300)),
+        cache_stale_grace=_number("CACHE_STALE_GRACE", val("CACHE_STALE_GRACE", 300)),
+        cache_max_object_bytes=int(_number("CACHE_MAX_OBJECT_BYTES", val("CACHE_MAX_OBJECT_BYTES", 1_048_576), integer=True)),
+        cache_max_entries=int(_number("CACHE_MAX_ENTRIES", val("CACHE_MAX_ENTRIES", 10_000), minimum=1, integer=True)),
+        cache_max_bytes=int(_number("CACHE_MAX_BYTES", val("CACHE_MAX_BYTES", 67_108_864), minimum=1, integer=True)),
+        cb_timeout=_positive("CB_TIMEOUT", val("CB_TIMEOUT", 10)),
+        cb_error_threshold=_number("CB_ERROR_THRESHOLD", val("CB_ERROR_THRESHOLD", 50)),
+        cb_rolling_window=_positive("CB_ROLLING_WINDOW", val("CB_ROLLING_WINDOW", 10)),
+        cb_volume_threshold=int(_number("CB_VOLUME_THRESHOLD", val("CB_VOLUME_THRESHOLD", 3), integer=True)),
+        cb_reset_timeout=_number("CB_RESET_TIMEOUT", val("CB_RESET_TIMEOUT", 30)),
+        health_check_interval=_number("HEALTH_CHECK_INTERVAL", val("HEALTH_CHECK_INTERVAL", 10)),
+        max_body_bytes=int(_number("MAX_BODY_BYTES", val("MAX_BODY_BYTES", 1_048_576), integer=True)),
+        forwarded_allow_ips=allow_ips,
+        admin_token=get("ADMIN_TOKEN"),
+        ops_token=get("OPS_TOKEN"),
+        upstream_ca_bundle=ca_bundle,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    _check_threshold("CB_ERROR_THRESHOLD", settings.cb_error_threshold)
+
+    services: dict[str, ServiceConfig] = {}
+    for name, prefix, variable, default_url, cached in BUILTIN_SERVICES:
+        services[name] = ServiceConfig(
+            name=name,
+            prefix=prefix,
+            url=_url(variable, get(variable) or default_url),
+            cache=cached,
+            cache_ttl=settings.cache_ttl,
+            timeout=settings.cb_timeout,
+            breaker=_default_breaker(settings),
+        )
+    for name, raw in file_services.items():
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ConfigError("GATEWAY_CONFIG", f"bad service name {name!r}")
+        services[name] = _service(name, raw, services.get(name), settings)
+    prefixes: dict[str, str] = {}
+    for service in services.values():
+        if service.prefix in prefixes:
+            raise ConfigError(
+                f"GATEWAY_CONFIG services.{service.name}.prefix",
+                f"{service.prefix} is already used by {prefixes[service.prefix]}",
+            )
+        prefixes[service.prefix] = service.name
+    return replace(settings, services=services)

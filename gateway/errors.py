@@ -1,0 +1,111 @@
+"""Every error the gateway itself answers with, and its JSON envelope.
+
+The tree::
+
+    GatewayError                      (status, code)
+    ├── ClientError
+    │   ├── NotFound                  404 not_found          unknown prefix or path
+    │   ├── MethodNotAllowed          405 method_not_allowed (carries Allow)
+    │   ├── BadPath                   400 bad_path           dot segment or encoded slash in the raw target
+    │   ├── InvalidJSON               400 invalid_json
+    │   ├── PayloadTooLarge           413 payload_too_large
+    │   ├── NotImplementedFeature     501 not_implemented    WebSocket upgrades
+    │   ├── Unauthorized              401 unauthorized       (carries WWW-Authenticate)
+    │   └── Forbidden                 403 forbidden
+    └── UpstreamError                 the service could not answer
+        ├── BadGateway                502 bad_gateway        connection refused, reset, cut short
+        ├── GatewayTimeout            504 gateway_timeout    no response headers within the timeout
+        ├── OnlyIfCached              504 only_if_cached     client asked for cache only and we have none
+        └── CircuitOpen               503 circuit_open       breaker open (carries Retry-After)
+
+``error_body`` renders the envelope:
+``{"error": {"status", "code", "message", "service"?, "request_id"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class GatewayError(Exception):
+    """An error answered by the gateway itself, never a traceback."""
+
+    status = 500
+    code = "internal_error"
+    message = "The gateway could not handle the request."
+
+    def __init__(self, message: str | None = None, *, service: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.service = service
+        self.headers = headers or []
+
+
+class ClientError(GatewayError):
+    """The request cannot be forwarded as sent."""
+
+
+class NotFound(ClientError):
+    status, code, message = 404, "not_found", "No service is mounted at this path."
+
+
+class MethodNotAllowed(ClientError):
+    status, code, message = 405, "method_not_allowed", "This method is not forwarded."
+
+
+class BadPath(ClientError):
+    status, code, message = 400, "bad_path", "The request path has a dot segment or an encoded slash."
+
+
+class InvalidJSON(ClientError):
+    status, code, message = 400, "invalid_json", "The request body is not valid JSON."
+
+
+class PayloadTooLarge(ClientError):
+    status, code, message = 413, "payload_too_large", "The request body is larger than the gateway accepts."
+
+
+class NotImplementedFeature(ClientError):
+    status, code, message = 501, "not_implemented", "WebSocket upgrades are not supported."
+
+
+class Unauthorized(ClientError):
+    status, code, message = 401, "unauthorized", "A valid bearer token is required."
+
+
+class Forbidden(ClientError):
+    status, code, message = 403, "forbidden", "This endpoint is disabled."
+
+
+class UpstreamError(GatewayError):
+    """The backend service could not give an answer."""
+
+
+class BadGateway(UpstreamError):
+    status, code, message = 502, "bad_gateway", "The service could not be reached."
+
+
+class GatewayTimeout(UpstreamError):
+    status, code, message = 504, "gateway_timeout", "The service did not answer in time."
+
+
+class OnlyIfCached(UpstreamError):
+    status, code, message = 504, "only_if_cached", "The response is not in the cache (only-if-cached)."
+
+
+class CircuitOpen(UpstreamError):
+    status, code, message = 503, "circuit_open", "The service is failing; the circuit is open."
+
+    def __init__(self, message: str | None = None, *, service: str | None = None, retry_after: int = 1) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message, service=service, headers=[("Retry-After", str(self.retry_after))])
+
+
+def error_body(error: GatewayError, request_id: str | None) -> bytes:
+    """Render ``error`` as the gateway's JSON error envelope."""
+    payload: dict[str, object] = {"status": error.status, "code": error.code, "message": error.message}
+    if error.service:
+        payload["service"] = error.service
+    payload["request_id"] = request_id
+    return json.dumps({"error": payload}).encode()

@@ -1,0 +1,22 @@
+"""Process lifecycle facts the ops endpoints report: start time and draining after SIGTERM."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Lifecycle:
+    """Start time, and whether this worker is draining (stopped accepting, finishing in-flight requests)."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.draining = False
+
+    def init_app(self, app: Any) -> None:
+        """Register as ``app.extensions["gateway.lifecycle"]``."""
+        app.extensions["gateway.lifecycle"] = self
+
+    def drain(self) -> None:
+        """Mark the worker as draining; ``/health`` answers 503 from now on."""
+        self.draining = True

@@ -1,0 +1,110 @@
+"""The plain data a request carries through the engine: the incoming call, the upstream answer, the reply.
+
+These are Flask-free so the same engine serves the blueprints and any lean WSGI path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from gateway.config import ServiceConfig
+
+Headers = list[tuple[str, str]]
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """Return the first value of header ``name`` (case-insensitive), or None."""
+    lname = name.lower()
+    for key, value in headers:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    """Return every value of header ``name`` (case-insensitive), in order."""
+    lname = name.lower()
+    return [value for key, value in headers if key.lower() == lname]
+
+
+def without_headers(headers: Headers, *names: str) -> Headers:
+    """Return ``headers`` less every header in ``names`` (case-insensitive)."""
+    drop = {n.lower() for n in names}
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+@dataclass
+class ProxyCall:
+    """One client request on its way to a service, already parsed and validated."""
+
+    service: ServiceConfig
+    method: str
+    target: str  # what goes upstream: raw path (prefix stripped) plus "?query", never re-encoded
+    path: str  # the client's raw path, prefix included, without the query (cache key, invalidation)
+    query: str  # the raw query string, without "?"
+    host: str  # the Host the client asked for
+    headers: Headers  # the client's end-to-end headers as received (hop-by-hop already dropped)
+    body: bytes
+    request_id: str
+    client_ip: str
+    upstream_headers: Headers = field(default_factory=list)  # what is sent upstream (forwarding headers added)
+    breaker: str | None = None  # breaker state the call met (for logs): CLOSED, HALF_OPEN or OPEN
+    upstream_s: float | None = None  # seconds to the upstream's response headers, when it was called
+
+    def header(self, name: str) -> str | None:
+        """First value of a request header."""
+        return header_value(self.headers, name)
+
+
+@dataclass
+class UpstreamResponse:
+    """A service's answer whose headers have arrived; the body is read on demand."""
+
+    status: int
+    reason: str
+    headers: Headers  # end-to-end headers, several Set-Cookie kept apart
+    chunks: Iterator[bytes]  # raw body chunks (never decoded); raises UpstreamError if cut short or idle
+    release_fn: Callable[[], None]  # return the connection to the pool (the body was read to its end)
+    discard_fn: Callable[[], None]  # close the connection (the body was not read to its end)
+    elapsed: float  # seconds from send to response headers
+
+    def header(self, name: str) -> str | None:
+        """First value of a response header."""
+        return header_value(self.headers, name)
+
+    def release(self) -> None:
+        """Return the connection to its pool; the body has been read to its end."""
+        self.release_fn()
+
+    def discard(self) -> None:
+        """Close the connection; the body was not (or not wholly) read."""
+        self.discard_fn()
+
+    def read_all(self, limit: int | None = None) -> bytes | None:
+        """Read the whole body; return None (and stop reading) once it exceeds ``limit`` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        for chunk in self.chunks:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+@dataclass
+class ProxyResponse:
+    """What goes back to the client: status, headers and a body (bytes, or an iterable to stream)."""
+
+    status: int
+    headers: Headers
+    body: bytes | Iterable[bytes]
+    cache: str | None = None  # X-Cache value: HIT, MISS, REVALIDATED, STALE, BYPASS (None: not a cache route)
+    cache_source: str | None = None  # X-Cache-Source: Redis or memory
+    upstream_ms: float | None = None  # time to the upstream's response headers, for logs and metrics
+    on_close: list[Callable[[], None]] = field(default_factory=list)  # run when the body is done or dropped
+
+    def header(self, name: str) -> str | None:
+        """First value of a response header."""
+        return header_value(self.headers, name)

@@ -1,0 +1,179 @@
+"""Calls to backend services over pooled ``http.client`` connections, one pool per service.
+
+Why not ``requests`` or urllib3: both re-encode the request target (``%7e`` becomes ``~``, one bad
+escape makes urllib3 re-encode every ``%``), and ``requests`` adds ``Accept-Encoding`` and folds
+``Set-Cookie``. ``http.client`` sends the target and headers exactly as given, keeps repeated
+headers apart, and costs a fraction of the CPU per call. Under gevent's monkey patching its sockets
+are cooperative, so a pool of idle connections per service is all the concurrency needs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from gateway.config import ServiceConfig, Settings
+from gateway.errors import BadGateway, GatewayTimeout
+from gateway.inbound import end_to_end
+from gateway.messages import Headers, ProxyCall, UpstreamResponse
+
+CHUNK_SIZE = 64 * 1024
+MAX_IDLE_PER_SERVICE = 256
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+# Failures of a pooled connection the server closed while it sat idle: safe to retry once on a
+# fresh connection when nothing of the response arrived.
+STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                           ConnectionAbortedError)
+
+
+class ServicePool:
+    """Idle keep-alive connections to one service, created on demand and never capped in use."""
+
+    def __init__(self, service: ServiceConfig, ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(service.url)
+        self.service = service
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.base_path = parts.path.rstrip("/")
+        default_port = 443 if self.https else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if self.port == default_port else f"{host}:{self.port}"
+        self._ssl_context = ssl_context
+        self._idle: deque[http.client.HTTPConnection] = deque()
+
+    def acquire(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """Return a connection and whether it was reused from the pool."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+                return conn, True
+        if self.https:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self._ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        return conn, False
+
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        """Keep ``conn`` for the next call, unless the pool is full or the connection is done."""
+        if conn.sock is None or len(self._idle) >= MAX_IDLE_PER_SERVICE:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().close()
+
+
+class UpstreamClient:
+    """Sends a :class:`ProxyCall` to its service and returns the answer once its headers arrive."""
+
+    def __init__(self, settings: Settings) -> None:
+        context = None
+        if any(s.url.startswith("https://") for s in settings.services.values()):
+            context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
+        self.pools = {name: ServicePool(service, context) for name, service in settings.services.items()}
+
+    def init_app(self, app) -> None:  # noqa: ANN001 - Flask app, kept untyped to keep the engine Flask-free
+        """Register as ``app.extensions["gateway.upstream"]``."""
+        app.extensions["gateway.upstream"] = self
+
+    def send(self, call: ProxyCall, extra_headers: Headers | None = None) -> UpstreamResponse:
+        """Send ``call`` upstream; raise BadGateway or GatewayTimeout when no answer comes."""
+        pool = self.pools[call.service.name]
+        timeout = call.service.timeout
+        headers = list(call.upstream_headers)
+        if extra_headers:
+            names = {k.lower() for k, _ in extra_headers}
+            headers = [(k, v) for k, v in headers if k.lower() not in names] + list(extra_headers)
+        target = pool.base_path + call.target
+        started = time.monotonic()
+        for attempt in (1, 2):
+            conn, reused = pool.acquire(timeout)
+            try:
+                response = self._exchange(conn, pool, call.method, target, headers, call.body, started, timeout)
+                break
+            except STALE_CONNECTION_ERRORS as exc:
+                conn.close()
+                if not (reused and attempt == 1 and call.method in IDEMPOTENT):
+                    raise BadGateway(f"{call.service.name} closed the connection: {exc.__class__.__name__}",
+                                     service=call.service.name) from None
+            except (TimeoutError, socket.timeout):
+                conn.close()
+                raise GatewayTimeout(f"{call.service.name} did not answer within {timeout:g} s",
+                                     service=call.service.name) from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise BadGateway(f"{call.service.name} could not be reached: {_reason(exc)}",
+                                 service=call.service.name) from None
+        elapsed = time.monotonic() - started
+        return UpstreamResponse(
+            status=response.status,
+            reason=response.reason,
+            headers=end_to_end(response.getheaders()),
+            chunks=_chunks(response, call.service.name),
+            release_fn=lambda: pool.release(conn) if not response.will_close else conn.close(),
+            discard_fn=conn.close,
+            elapsed=elapsed,
+        )
+
+    @staticmethod
+    def _exchange(conn: http.client.HTTPConnection, pool: ServicePool, method: str, target: str,
+                  headers: Headers, body: bytes, started: float, timeout: float) -> http.client.HTTPResponse:
+        # Connect plus response headers share one deadline: each phase gets what is left of it.
+        if conn.sock is None:
+            conn.connect()
+        remaining = timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            raise TimeoutError
+        conn.sock.settimeout(remaining)
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", pool.host_header)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body or method in {"POST", "PUT", "PATCH"}:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        # From here on the timeout is the idle limit between body chunks.
+        conn.sock.settimeout(timeout)
+        return response
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        for pool in self.pools.values():
+            pool.close()
+
+
+def _chunks(response: http.client.HTTPResponse, service: str) -> Iterator[bytes]:
+    """Yield the raw body as it arrives; a body cut short or idle too long raises an UpstreamError."""
+    if response.status in (204, 304) or response.status < 200 or response._method == "HEAD":  # type: ignore[attr-defined]
+        response.close()
+        return
+    while True:
+        try:
+            chunk = response.read1(CHUNK_SIZE)
+        except (TimeoutError, socket.timeout):
+            raise GatewayTimeout(f"{service} stopped sending the body", service=service) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise BadGateway(f"{service} cut the body short: {_reason(exc)}", service=service) from None
+        if not chunk:
+            if response.length:  # declared Content-Length not reached
+                raise BadGateway(f"{service} cut the body short", service=service)
+            return
+        yield chunk
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.__class__.__name__ if not str(exc) else f"{exc.__class__.__name__}: {exc}"

@@ -1,0 +1,67 @@
+"""gunicorn settings for the gateway: validated once in the master, before any worker forks.
+
+Nothing imported here needs gevent's monkey patching (the gevent worker patches after fork), so a
+bad setting stops start-up with one line and a non-zero exit, instead of workers failing to boot
+in a loop.
+"""
+
+import os
+import sys
+import tempfile
+
+from gateway.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _error:
+    sys.stderr.write(f"gateway: {_error}\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+worker_connections = 2000
+preload_app = False
+# In-flight requests get longer than an upstream may take to answer before a worker is stopped.
+graceful_timeout = _settings.cb_timeout + 5
+timeout = max(30, int(_settings.cb_timeout * 2))
+keepalive = 5
+forwarded_allow_ips = ",".join(_settings.forwarded_allow_ips)
+accesslog = None  # the gateway writes its own JSON request log
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+control_socket_disable = True
+
+# One run directory per gateway instance, shared by its workers: stats snapshots, the health
+# poller's election lock, and prometheus_client's multiprocess files.
+_run_dir = os.environ.get("GATEWAY_RUN_DIR") or tempfile.mkdtemp(prefix="gateway-")
+os.environ["GATEWAY_RUN_DIR"] = _run_dir
+_metrics_dir = os.path.join(_run_dir, "metrics")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _name in os.listdir(_metrics_dir):
+    os.unlink(os.path.join(_metrics_dir, _name))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
+    """Make SIGTERM also mark the worker as draining, so /health answers 503 while it finishes."""
+    lifecycle = worker.wsgi.extensions.get("gateway.lifecycle") if hasattr(worker.wsgi, "extensions") else None
+    original = worker.handle_exit
+
+    def handle_exit(sig, frame):  # noqa: ANN001, ANN202
+        if lifecycle is not None:
+            lifecycle.drain()
+        original(sig, frame)
+
+    worker.handle_exit = handle_exit
+    import signal
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
+    """Drop a dead worker's live gauges from the metrics files."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
