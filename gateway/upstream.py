@@ -171,8 +171,12 @@ def _chunks(response: http.client.HTTPResponse, service: str) -> Iterator[bytes]
         if not chunk:
             if response.length:  # declared Content-Length not reached
                 raise BadGateway(f"{service} cut the body short", service=service)
+            response.close()  # lets the connection carry the next request
             return
         yield chunk
+        if response.length == 0:
+            response.close()
+            return
 
 
 def _reason(exc: BaseException) -> str:

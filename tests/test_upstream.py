@@ -1,0 +1,199 @@
+"""The upstream client against a scripted raw-socket server: exactly what goes out, what comes back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.errors import BadGateway, GatewayTimeout
+from gateway.messages import ProxyCall
+from gateway.upstream import UpstreamClient
+
+Handler = Callable[[socket.socket, bytes], bool]  # returns whether to keep the connection open
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            need = int(line.split(b":")[1])
+            while len(rest) < need:
+                rest += conn.recv(65536)
+    return data
+
+
+@contextmanager
+def scripted_server(handler: Handler) -> Iterator[tuple[int, list[bytes]]]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def serve_conn(conn: socket.socket) -> None:
+        with conn:
+            while not stop.is_set():
+                try:
+                    data = read_request(conn)
+                except OSError:
+                    return
+                if not data:
+                    return
+                seen.append(data)
+                if not handler(conn, data):
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        stop.set()
+        server.close()
+
+
+def ok(body: bytes = b"ok", extra: bytes = b"") -> Handler:
+    def handler(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body))
+        return True
+    return handler
+
+
+def client_and_call(port: int, target: str = "/x", method: str = "GET", timeout: float = 2.0,
+                    headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> tuple[UpstreamClient, ProxyCall]:
+    settings = load_settings({"ORDER_SERVICE_URL": f"http://127.0.0.1:{port}", "CB_TIMEOUT": str(timeout)})
+    service = settings.services["order-service"]
+    call = ProxyCall(service=service, method=method, target=target, path="/orders" + target, query="",
+                     host="gw", headers=[], body=body, request_id="r", client_ip="1.2.3.4",
+                     upstream_headers=headers or [])
+    return UpstreamClient(settings), call
+
+
+def test_target_and_headers_go_out_exactly() -> None:
+    with scripted_server(ok()) as (port, seen):
+        client, call = client_and_call(port, "/a%7eb|c%zz?x=%7c", headers=[("X-A", "1"), ("X-A", "2")])
+        response = client.send(call)
+        assert response.read_all() == b"ok"
+    head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"GET /a%7eb|c%zz?x=%7c HTTP/1.1"
+    names = [line.split(b":")[0].lower() for line in head[1:]]
+    assert b"accept-encoding" not in names and b"user-agent" not in names
+    assert head.count(b"X-A: 1") == 1 and head.count(b"X-A: 2") == 1
+    assert f"Host: 127.0.0.1:{port}".encode() in head
+
+
+def test_body_bytes_unchanged() -> None:
+    payload = bytes(range(256)) * 10
+    with scripted_server(ok()) as (port, seen):
+        client, call = client_and_call(port, method="POST", body=payload)
+        client.send(call).read_all()
+    assert seen[0].split(b"\r\n\r\n", 1)[1] == payload
+
+
+def test_set_cookies_stay_apart_and_hop_by_hop_dropped() -> None:
+    extra = b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+    with scripted_server(ok(extra=extra)) as (port, _):
+        client, call = client_and_call(port)
+        response = client.send(call)
+    assert [v for k, v in response.headers if k.lower() == "set-cookie"] == ["a=1", "b=2"]
+    assert not {k.lower() for k, _ in response.headers} & {"keep-alive", "connection", "x-hop"}
+
+
+def test_connections_are_reused() -> None:
+    accepted = []
+    with scripted_server(ok()) as (port, seen):
+        client, call = client_and_call(port)
+        for _ in range(3):
+            response = client.send(call)
+            response.read_all()
+            response.release()
+            accepted.append(len(seen))
+    assert client.pools["order-service"]._idle  # kept for the next call
+
+
+def test_refused_is_bad_gateway() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    client, call = client_and_call(port)
+    with pytest.raises(BadGateway):
+        client.send(call)
+
+
+def test_no_headers_in_time_is_gateway_timeout() -> None:
+    def silent(conn: socket.socket, data: bytes) -> bool:
+        threading.Event().wait(1.0)
+        return False
+
+    with scripted_server(silent) as (port, _):
+        client, call = client_and_call(port, timeout=0.2)
+        with pytest.raises(GatewayTimeout):
+            client.send(call)
+
+
+def test_body_cut_short_raises() -> None:
+    def truncated(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        return False
+
+    with scripted_server(truncated) as (port, _):
+        client, call = client_and_call(port)
+        response = client.send(call)
+        with pytest.raises(BadGateway):
+            response.read_all()
+
+
+def test_idle_body_is_gateway_timeout() -> None:
+    def stalls(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstart")
+        threading.Event().wait(1.0)
+        return False
+
+    with scripted_server(stalls) as (port, _):
+        client, call = client_and_call(port, timeout=0.2)
+        response = client.send(call)
+        with pytest.raises(GatewayTimeout):
+            response.read_all()
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("POST", False)])
+def test_one_retry_only_for_idempotent_calls_on_a_dead_pooled_connection(method: str, retried: bool) -> None:
+    count = {"n": 0}
+
+    def closes_after_first(conn: socket.socket, data: bytes) -> bool:
+        count["n"] += 1
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return False  # server closes the kept-alive connection behind the client's back
+
+    with scripted_server(closes_after_first) as (port, seen):
+        client, call = client_and_call(port, method=method)
+        first = client.send(call)
+        first.read_all()
+        first.release()
+        threading.Event().wait(0.05)
+        if retried:
+            assert client.send(call).read_all() == b"ok"
+            assert len(seen) == 2
+        else:
+            with pytest.raises(BadGateway):
+                client.send(call)
+            assert len(seen) == 1
