@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 ## run: the five sample services and the gateway (gunicorn + gevent) on :3000
 run: $(STAMP)
-	$(BIN)/honcho -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$${PORT:-3000} $(BIN)/honcho -f Procfile.dev start -p $${PORT:-3000}
 
 ## test: the whole suite (unit, real redis-server, end-to-end through gunicorn)
 test: $(STAMP)

@@ -5,6 +5,7 @@ bad setting stops start-up with one line and a non-zero exit, instead of workers
 in a loop.
 """
 
+import math
 import os
 import sys
 import tempfile
@@ -24,7 +25,7 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 worker_connections = 2000
 preload_app = False
 # In-flight requests get longer than an upstream may take to answer before a worker is stopped.
-graceful_timeout = _settings.cb_timeout + 5
+graceful_timeout = math.ceil(_settings.cb_timeout) + 5
 timeout = max(30, int(_settings.cb_timeout * 2))
 keepalive = 5
 forwarded_allow_ips = ",".join(_settings.forwarded_allow_ips)

@@ -1,0 +1,1 @@
+"""Process fixtures and clients shared by the test suite."""
