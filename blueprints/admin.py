@@ -1,0 +1,49 @@
+"""Operator endpoints (SPEC §7): purge the cache, force a circuit breaker; bearer ``ADMIN_TOKEN`` only.
+
+The blueprint parses and authenticates; the cache and the breakers do the work.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from gateway.breaker import ACTIONS
+from gateway.errors import Forbidden, NotFound, Unauthorized
+
+admin = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@admin.before_request
+def require_admin_token() -> None:
+    """Admit only ``Authorization: Bearer <ADMIN_TOKEN>``; with no token configured the endpoints are off."""
+    token = current_app.config["GATEWAY_SETTINGS"].admin_token
+    if not token:
+        raise Forbidden("Admin endpoints are disabled: ADMIN_TOKEN is not set.")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest on bytes: constant time, and no TypeError on non-ASCII input.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized(headers=[("WWW-Authenticate", "Bearer")])
+
+
+@admin.post("/circuit-breakers/<service>/<action>")
+def force_breaker(service: str, action: str) -> Response:
+    """Force a service's breaker open, closed, or reset it; answer its new statistics."""
+    breakers = current_app.extensions["gateway.breakers"]
+    if service not in breakers:
+        raise NotFound(f"No service named {service!r}.", service=service)
+    if action not in ACTIONS:
+        raise NotFound(f"Unknown breaker action {action!r}; use open, close or reset.", service=service)
+    snapshot = breakers[service].force(action)
+    stats = current_app.extensions.get("gateway.stats")
+    if action == "reset" and stats is not None:
+        stats.reset_breaker(service)  # /stats/circuit-breakers counts from listener events: clear them too
+    return jsonify({"service": service, "action": action, **snapshot})
+
+
+@admin.delete("/cache")
+def purge_cache() -> Response:
+    """Drop every cache entry, one path's (``?path=``) or a subtree's (``?prefix=``)."""
+    cache = current_app.extensions["gateway.cache"]
+    return jsonify(cache.purge(path=request.args.get("path"), prefix=request.args.get("prefix")))

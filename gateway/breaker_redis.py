@@ -1,0 +1,316 @@
+"""The circuit breaker shared by every worker and instance: state, probe lease and window in Redis.
+
+Each decision is one atomic Lua script (one EVALSHA) run against Redis's own clock, so two gateway
+processes see one breaker per service and exactly one probe goes through gateway-wide. Keys, all with
+a TTL refreshed while in use (``{name}`` is a hash tag keeping a service's keys in one cluster slot)::
+
+    <prefix>cb:{name}:state      hash  state, gen, born, opened_at, next_at, forced, lease
+    <prefix>cb:{name}:totals     hash  successes, failures, timeouts, rejects (since start or reset)
+    <prefix>cb:{name}:lat        list  "bucket:ms" latency samples, newest first, capped
+    <prefix>cb:{name}:w:<bucket> hash  c, f, t, r, s (calls, failures, timeouts, rejects, latency sum ms)
+
+When Redis cannot be reached the breaker falls back to its in-process twin (same rules) and returns
+to Redis by itself once the link is up again. A ticket handed back to the store that did not issue it
+is counted but changes no state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.breaker import (
+    ACTIONS,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerCalls,
+    CircuitBreaker,
+    Outcome,
+    Ticket,
+    notify,
+)
+from gateway.breaker_window import WindowTotals, bucket_layout, build_snapshot
+from gateway.clock import Clock
+from gateway.config import ServiceConfig
+from gateway.errors import CircuitOpen
+from gateway.redis_link import RedisLink, StoreUnavailable
+
+STATE_TTL_MS = 86_400_000  # an idle breaker's state is forgotten after a day without traffic
+LATENCY_SAMPLES = 512
+
+_PRELUDE = """
+local function clock(override)
+  if override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function window(prefix, idx, n)
+  local c, f, t, r, s = 0, 0, 0, 0, 0
+  for i = idx - n + 1, idx do
+    local v = redis.call('HMGET', prefix .. i, 'c', 'f', 't', 'r', 's')
+    c = c + (tonumber(v[1]) or 0); f = f + (tonumber(v[2]) or 0); t = t + (tonumber(v[3]) or 0)
+    r = r + (tonumber(v[4]) or 0); s = s + (tonumber(v[5]) or 0)
+  end
+  return c, f, t, r, s
+end
+local function clear_window(prefix, idx, n, lat)
+  for i = idx - n + 1, idx do redis.call('DEL', prefix .. i) end
+  redis.call('DEL', lat)
+end
+local function load(key, now)
+  local s = redis.call('HMGET', key, 'state', 'gen', 'opened_at', 'next_at', 'forced', 'lease', 'born')
+  local st = {state = s[1] or 'CLOSED', gen = s[2], opened_at = s[3] or '', next_at = s[4] or '',
+              forced = s[5] or '', lease = s[6] or '', born = s[7] or ''}
+  if not st.gen then
+    -- a new (or expired, or flushed) breaker: its tickets carry its birth time, so they never match
+    -- tickets of the breaker it replaces
+    st.gen, st.born = '0', tostring(now)
+    redis.call('HSET', key, 'state', 'CLOSED', 'gen', st.gen, 'born', st.born)
+  end
+  return st
+end
+local function token(st) return st.born .. '/' .. st.gen end
+local function bump(key, st, state)
+  st.gen = tostring(tonumber(st.gen) + 1)
+  st.state = state
+  redis.call('HSET', key, 'state', state, 'gen', st.gen, 'lease', '')
+end
+"""
+
+# KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
+# state ttl ms, reset timeout, lease seconds.
+# Reply: {verdict (go|probe|reject), ticket generation, retry_after, old state, new state}.
+_BEFORE = _PRELUDE + """
+local now = clock(ARGV[1])
+local st = load(KEYS[1], now)
+local old, new = '', ''
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if st.state == 'OPEN' and st.forced ~= '1' and st.next_at ~= '' and now >= tonumber(st.next_at) then
+  old, new = 'OPEN', 'HALF_OPEN'
+  bump(KEYS[1], st, 'HALF_OPEN')
+end
+if st.state == 'CLOSED' then return {'go', token(st), 0, old, new} end
+if st.state == 'HALF_OPEN' and (st.lease == '' or now >= tonumber(st.lease)) then
+  -- a new lease bumps the generation, so a lost probe that returns late changes nothing
+  st.gen = tostring(tonumber(st.gen) + 1)
+  redis.call('HSET', KEYS[1], 'gen', st.gen, 'lease', tostring(now + tonumber(ARGV[8])))
+  return {'probe', token(st), 0, old, new}
+end
+local retry = 1
+if st.state == 'OPEN' and st.forced == '1' then retry = math.ceil(tonumber(ARGV[7]))
+elseif st.state == 'OPEN' then retry = math.ceil(tonumber(st.next_at) - now) end
+if retry < 1 then retry = 1 end
+redis.call('HINCRBY', KEYS[2], 'rejects', 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local bucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
+redis.call('HINCRBY', bucket, 'r', 1)
+redis.call('PEXPIRE', bucket, ARGV[5])
+return {'reject', token(st), retry, old, new}
+"""
+
+# KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
+# state ttl ms, reset timeout, ticket generation ('' if issued elsewhere), probe (1|0), outcome (s|f|t),
+# latency ms, volume threshold, error threshold, latency samples kept.
+# Reply: {old state, new state} ('' when nothing changed).
+_AFTER = _PRELUDE + """
+local now = clock(ARGV[1])
+local outcome = ARGV[10]
+if outcome == 's' then redis.call('HINCRBY', KEYS[2], 'successes', 1)
+else redis.call('HINCRBY', KEYS[2], 'failures', 1) end
+if outcome == 't' then redis.call('HINCRBY', KEYS[2], 'timeouts', 1) end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local st = load(KEYS[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if ARGV[8] ~= token(st) then return {'', ''} end
+local n = tonumber(ARGV[4])
+local idx = math.floor(now / tonumber(ARGV[3]))
+local bucket = ARGV[2] .. idx
+redis.call('HINCRBY', bucket, 'c', 1)
+if outcome ~= 's' then redis.call('HINCRBY', bucket, 'f', 1) end
+if outcome == 't' then redis.call('HINCRBY', bucket, 't', 1) end
+redis.call('HINCRBYFLOAT', bucket, 's', ARGV[11])
+redis.call('PEXPIRE', bucket, ARGV[5])
+redis.call('LPUSH', KEYS[3], idx .. ':' .. ARGV[11])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[14]) - 1)
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if st.state == 'CLOSED' then
+  local c, f = window(ARGV[2], idx, n)
+  if c >= tonumber(ARGV[12]) and c > 0 and f * 100 / c > tonumber(ARGV[13]) then
+    bump(KEYS[1], st, 'OPEN')
+    redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
+    return {'CLOSED', 'OPEN'}
+  end
+elseif st.state == 'HALF_OPEN' and ARGV[9] == '1' then
+  if outcome == 's' then
+    bump(KEYS[1], st, 'CLOSED')
+    redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
+    clear_window(ARGV[2], idx, n, KEYS[3])
+    return {'HALF_OPEN', 'CLOSED'}
+  end
+  bump(KEYS[1], st, 'OPEN')
+  redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
+  return {'HALF_OPEN', 'OPEN'}
+end
+return {'', ''}
+"""
+
+# KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets.
+# Reply: {now, state, opened_at, next_at, forced, successes, failures, timeouts, rejects,
+#         window c, f, t, r, s, samples...}.
+_SNAPSHOT = _PRELUDE + """
+local now = clock(ARGV[1])
+local s = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'next_at', 'forced')
+local state = s[1] or 'CLOSED'
+if state == 'OPEN' and s[4] ~= '1' and (s[3] or '') ~= '' and now >= tonumber(s[3]) then state = 'HALF_OPEN' end
+local tot = redis.call('HMGET', KEYS[2], 'successes', 'failures', 'timeouts', 'rejects')
+local n = tonumber(ARGV[4])
+local idx = math.floor(now / tonumber(ARGV[3]))
+local c, f, t, r, sum = window(ARGV[2], idx, n)
+local reply = {tostring(now), state, s[2] or '', s[3] or '', s[4] or '',
+               tot[1] or '0', tot[2] or '0', tot[3] or '0', tot[4] or '0',
+               tostring(c), tostring(f), tostring(t), tostring(r), tostring(sum)}
+for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  local sep = string.find(entry, ':', 1, true)
+  local b = tonumber(string.sub(entry, 1, sep - 1))
+  if b > idx - n and b <= idx then table.insert(reply, string.sub(entry, sep + 1)) end
+end
+return reply
+"""
+
+# KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, state ttl ms, action.
+# Reply: {old state, new state}.
+_FORCE = _PRELUDE + """
+local now = clock(ARGV[1])
+local st = load(KEYS[1], now)
+local old = st.state
+if ARGV[6] == 'open' then
+  bump(KEYS[1], st, 'OPEN')
+  redis.call('HSET', KEYS[1], 'forced', '1', 'opened_at', tostring(now), 'next_at', '')
+else
+  bump(KEYS[1], st, 'CLOSED')
+  redis.call('HSET', KEYS[1], 'forced', '', 'opened_at', '', 'next_at', '')
+  clear_window(ARGV[2], math.floor(now / tonumber(ARGV[3])), tonumber(ARGV[4]), KEYS[3])
+  if ARGV[6] == 'reset' then redis.call('DEL', KEYS[2]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {old, st.state}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    text = _text(value)
+    return float(text) if text else None
+
+
+class BreakerScripts:
+    """The breaker's Lua scripts, registered once per Redis client (EVALSHA, reloaded if flushed)."""
+
+    def __init__(self, link: RedisLink) -> None:
+        client = link.client
+        self.before = client.register_script(_BEFORE)
+        self.after = client.register_script(_AFTER)
+        self.snapshot = client.register_script(_SNAPSHOT)
+        self.force = client.register_script(_FORCE)
+
+
+class SharedBreaker(BreakerCalls):
+    """One service's breaker kept in Redis, with its in-process twin as the fallback."""
+
+    def __init__(self, service: ServiceConfig, link: RedisLink, scripts: BreakerScripts,
+                 fallback: CircuitBreaker, listeners: list[Any], now: Clock | None = None) -> None:
+        self.name = service.name
+        self.service = service
+        self.settings = service.breaker
+        self.fallback = fallback
+        self.listeners = listeners
+        self._link = link
+        self._scripts = scripts
+        self._now = now  # tests only: replaces Redis's TIME
+        tag = "{" + service.name + "}"
+        self._keys = [link.key("cb", tag, "state"), link.key("cb", tag, "totals"), link.key("cb", tag, "lat")]
+        width, count = bucket_layout(self.settings.rolling_window)
+        window_ttl_ms = int((self.settings.rolling_window + width) * 1000) + 1000
+        self._window_args = [link.key("cb", tag, "w") + ":", repr(width), str(count)]
+        self._ttl_args = [str(window_ttl_ms), str(STATE_TTL_MS), repr(float(self.settings.reset_timeout))]
+
+    def _run(self, script: Any, args: list[str]) -> list[Any]:
+        now = "" if self._now is None else repr(self._now())
+        return self._link.run(lambda client: script(keys=self._keys, args=[now, *args], client=client))
+
+    def _emit(self, old: Any, new: Any) -> None:
+        old, new = _text(old), _text(new)
+        if old and new and old != new:
+            notify(self.listeners, "on_state_change", self.name, old, new)
+
+    def before_call(self) -> Ticket:
+        """Ask Redis for a ticket (one EVALSHA); fall back to the local breaker if Redis is unavailable."""
+        try:
+            verdict, gen, retry_after, old, new = self._run(
+                self._scripts.before,
+                [*self._window_args, *self._ttl_args, repr(float(self.service.timeout) + 1)],
+            )
+        except StoreUnavailable:
+            return self.fallback.before_call()
+        self._emit(old, new)
+        verdict = _text(verdict)
+        if verdict == "reject":
+            notify(self.listeners, "on_reject", self.name)
+            raise CircuitOpen(service=self.name, retry_after=int(retry_after))
+        started = self.fallback.clock()
+        return Ticket(self.name, verdict == "probe", ("redis", _text(gen)), started)
+
+    def after_call(self, ticket: Ticket, outcome: Outcome, latency_s: float) -> None:
+        """Report a call's end to Redis (one EVALSHA), or to the local breaker while Redis is unavailable."""
+        generation = ticket.generation
+        gen = generation[1] if isinstance(generation, tuple) and generation[0] == "redis" else ""
+        code = {Outcome.SUCCESS: "s", Outcome.FAILURE: "f", Outcome.TIMEOUT: "t"}[outcome]
+        args = [*self._window_args, *self._ttl_args, gen, "1" if ticket.probe else "0", code,
+                repr(round(latency_s * 1000, 3)), str(self.settings.volume_threshold),
+                repr(float(self.settings.error_threshold)), str(LATENCY_SAMPLES)]
+        try:
+            old, new = self._run(self._scripts.after, args)
+        except StoreUnavailable:
+            # The local breaker ignores the state effect of a Redis ticket but still counts it.
+            self.fallback.after_call(ticket, outcome, latency_s)
+            return
+        notify(self.listeners, "on_call", self.name, outcome, latency_s)
+        self._emit(old, new)
+
+    @property
+    def state(self) -> str:
+        """CLOSED, OPEN or HALF_OPEN, as every process sees it."""
+        return str(self.snapshot()["state"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The SPEC §6 statistics of this breaker, gateway-wide (local ones while Redis is unavailable)."""
+        try:
+            reply = self._run(self._scripts.snapshot, self._window_args)
+        except StoreUnavailable:
+            return self.fallback.snapshot()
+        fields = [_text(v) for v in reply]
+        state = fields[1] if fields[1] in (CLOSED, OPEN, HALF_OPEN) else CLOSED
+        names = ("successes", "failures", "timeouts", "rejects")
+        totals = {name: int(value or 0) for name, value in zip(names, fields[5:9], strict=True)}
+        window = WindowTotals(calls=int(fields[9]), failures=int(fields[10]), timeouts=int(fields[11]),
+                              rejects=int(fields[12]), latency_ms=float(fields[13]))
+        return build_snapshot(
+            state=state, forced=fields[4] == "1", totals=totals, window=window,
+            samples=[float(v) for v in fields[14:]], opened_at=_float_or_none(fields[2]),
+            next_attempt_at=_float_or_none(fields[3]), store="redis",
+        )
+
+    def force(self, action: str) -> dict[str, Any]:
+        """Operator control, applied in Redis and to the local fallback, so it holds if Redis goes away."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown breaker action {action!r}")
+        try:
+            old, new = self._run(self._scripts.force, [*self._window_args, str(STATE_TTL_MS), action])
+        except StoreUnavailable:
+            return self.fallback.force(action)
+        self.fallback.force(action, quiet=True)
+        self._emit(old, new)
+        return self.snapshot()

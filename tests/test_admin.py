@@ -1,0 +1,127 @@
+"""The admin blueprint: bearer token, breaker control and cache purge, on a minimal Flask app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask, Response
+
+from blueprints.admin import admin
+from gateway.breaker import BreakerRegistry
+from gateway.clock import FakeClock
+from gateway.config import load_settings
+from gateway.errors import GatewayError, error_body
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakeCache:
+    """Records purge calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def purge(self, path: str | None = None, prefix: str | None = None) -> dict[str, Any]:
+        self.calls.append({"path": path, "prefix": prefix})
+        return {"purged": 2, "store": "memory"}
+
+
+def body(response: Any) -> Any:
+    """The JSON body of a test response."""
+    return response.get_json()
+
+
+def make_app(admin_token: str | None = TOKEN) -> Flask:
+    """A Flask app with only the admin blueprint, the engine parts it uses and the JSON error handler."""
+    settings = load_settings({}, {"ADMIN_TOKEN": admin_token or ""})
+    app = Flask(__name__)
+    app.config["GATEWAY_SETTINGS"] = settings
+    BreakerRegistry(settings, None, FakeClock()).init_app(app)
+    app.extensions["gateway.cache"] = FakeCache()
+
+    @app.errorhandler(GatewayError)
+    def render(error: GatewayError) -> Response:
+        response = Response(error_body(error, None), status=error.status, mimetype="application/json")
+        for name, value in error.headers:
+            response.headers[name] = value
+        return response
+
+    app.register_blueprint(admin)
+    return app
+
+
+@pytest.fixture
+def app() -> Flask:
+    return make_app()
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"},
+    {"Authorization": "Bearer s3cret-tokén"},
+])
+def test_missing_or_wrong_token_is_401(app: Flask, headers: dict[str, str]) -> None:
+    for method, url in (("post", "/admin/circuit-breakers/order-service/open"), ("delete", "/admin/cache")):
+        response = getattr(app.test_client(), method)(url, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert body(response)["error"]["code"] == "unauthorized"
+    assert app.extensions["gateway.cache"].calls == []
+    assert app.extensions["gateway.breakers"]["order-service"].state == "CLOSED"
+
+
+def test_unset_token_is_403() -> None:
+    response = make_app(None).test_client().delete("/admin/cache", headers=AUTH)
+    assert response.status_code == 403
+    assert body(response)["error"]["code"] == "forbidden"
+
+
+def test_force_breaker_open_close_reset(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/admin/circuit-breakers/order-service/open", headers=AUTH)
+    assert response.status_code == 200
+    snap = body(response)
+    assert (snap["service"], snap["action"], snap["state"], snap["forced"]) == ("order-service", "open", "OPEN", True)
+    assert {"fires", "failures", "failure_rate", "latency_ms", "next_attempt_at"} <= set(snap)
+    assert app.extensions["gateway.breakers"]["order-service"].state == "OPEN"
+    assert body(client.post("/admin/circuit-breakers/order-service/close", headers=AUTH))["state"] == "CLOSED"
+    assert body(client.post("/admin/circuit-breakers/order-service/reset", headers=AUTH))["fires"] == 0
+
+
+def test_reset_also_clears_the_published_stats(app: Flask) -> None:
+    resets: list[str] = []
+
+    class FakeStats:
+        def reset_breaker(self, service: str) -> None:
+            resets.append(service)
+
+    app.extensions["gateway.stats"] = FakeStats()
+    client = app.test_client()
+    client.post("/admin/circuit-breakers/order-service/open", headers=AUTH)
+    assert resets == []
+    client.post("/admin/circuit-breakers/order-service/reset", headers=AUTH)
+    assert resets == ["order-service"]
+
+
+def test_unknown_service_or_action_is_404(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/admin/circuit-breakers/nope/open", headers=AUTH)
+    assert response.status_code == 404
+    assert body(response)["error"] == {"status": 404, "code": "not_found", "message": "No service named 'nope'.",
+                                      "service": "nope", "request_id": None}
+    response = client.post("/admin/circuit-breakers/order-service/explode", headers=AUTH)
+    assert response.status_code == 404
+    assert body(response)["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("", {"path": None, "prefix": None}),
+    ("?path=/orders/123", {"path": "/orders/123", "prefix": None}),
+    ("?prefix=/orders/", {"path": None, "prefix": "/orders/"}),
+])
+def test_purge_cache(app: Flask, query: str, expected: dict[str, Any]) -> None:
+    response = app.test_client().delete(f"/admin/cache{query}", headers=AUTH)
+    assert response.status_code == 200
+    assert body(response) == {"purged": 2, "store": "memory"}
+    assert app.extensions["gateway.cache"].calls == [expected]

@@ -1,0 +1,191 @@
+"""The Redis-backed breaker: the same scenarios as the in-process one, shared state, and the fallback.
+
+Scenario tests drive the scripts' clock with a FakeClock (``shared_clock``) so they are exact; the
+tests at the end use Redis's own TIME with sub-second settings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from gateway.breaker import CLOSED, HALF_OPEN, OPEN, BreakerRegistry, Outcome
+from gateway.clock import FakeClock
+from gateway.errors import CircuitOpen
+from gateway.redis_link import RedisLink
+from tests.test_breaker import SERVICE, Harness, Recorder, breaker_settings
+from tests.test_breaker import TestBreakerScenarios as _Scenarios
+
+F, S = Outcome.FAILURE, Outcome.SUCCESS
+_prefixes = itertools.count()
+
+
+def new_prefix() -> str:
+    """A key prefix no other test uses on the shared server."""
+    return f"t{next(_prefixes)}-{time.monotonic_ns()}:"
+
+
+@pytest.fixture
+def links() -> Any:
+    """Open RedisLinks; closed after the test."""
+    opened: list[RedisLink] = []
+    yield opened
+    for link in opened:
+        link.close()
+
+
+def link_to(server: Any, links: list[RedisLink], prefix: str, **options: Any) -> RedisLink:
+    link = RedisLink(server.url, prefix, **options)
+    links.append(link)
+    return link
+
+
+@pytest.fixture
+def make(redis_server_session: Any, links: list[RedisLink]) -> Any:
+    """Build a Redis-backed breaker harness whose scripts run on a FakeClock."""
+
+    def build(timeout: float = 10.0, **breaker: Any) -> Harness:
+        clock, recorder = FakeClock(), Recorder()
+        link = link_to(redis_server_session, links, new_prefix())
+        registry = BreakerRegistry(breaker_settings(timeout, **breaker), link, clock, [recorder], shared_clock=clock)
+        return Harness(registry, clock, recorder)
+
+    return build
+
+
+class TestRedisScenarios(_Scenarios):
+    """Every in-process scenario, against the Redis scripts."""
+
+    def test_every_snapshot_comes_from_redis(self, make: Any) -> None:
+        h = make()
+        h.run(S)
+        assert h.breaker.snapshot()["store"] == "redis"
+
+
+def test_two_processes_share_one_breaker_and_one_probe(redis_server_session: Any, links: list[RedisLink]) -> None:
+    clock, prefix, settings = FakeClock(), new_prefix(), breaker_settings()
+    first = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock, shared_clock=clock)
+    second = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock, shared_clock=clock)
+    a, b = first[SERVICE], second[SERVICE]
+    a.after_call(a.before_call(), F, 0.01)
+    b.after_call(b.before_call(), F, 0.01)
+    a.after_call(a.before_call(), F, 0.01)
+    assert b.state == OPEN
+    with pytest.raises(CircuitOpen):
+        b.before_call()
+    clock.advance(30)
+    probe = b.before_call()
+    assert probe.probe
+    with pytest.raises(CircuitOpen):
+        a.before_call()  # one probe gateway-wide
+    b.after_call(probe, S, 0.01)
+    assert a.state == CLOSED
+    snap = a.snapshot()
+    assert (snap["fires"], snap["rejects"], snap["successes"]) == (6, 2, 1)  # both processes' calls
+
+
+def test_one_round_trip_per_decision(redis_server_session: Any, links: list[RedisLink]) -> None:
+    registry = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, new_prefix()))
+    breaker = registry[SERVICE]
+    breaker.after_call(breaker.before_call(), S, 0.01)  # loads the scripts
+    watcher = redis_server_session.client()
+    before = watcher.info("commandstats")
+    breaker.after_call(breaker.before_call(), S, 0.01)
+    after = watcher.info("commandstats")
+    count = {name: after.get(name, {}).get("calls", 0) - before.get(name, {}).get("calls", 0) for name in after}
+    assert count.get("cmdstat_evalsha") == 2
+    assert count.get("cmdstat_eval", 0) == 0 and count.get("cmdstat_script", 0) == 0
+
+
+def test_keys_carry_the_prefix_and_a_ttl(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix))[SERVICE]
+    for outcome in (S, S, F, F, F):
+        breaker.after_call(breaker.before_call(), outcome, 0.01)
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    client = redis_server_session.client()
+    keys = [k.decode() for k in client.keys(prefix + "*")]
+    assert {k.rsplit(":", 1)[-1] for k in keys} >= {"state", "totals", "lat"}
+    assert all(k.startswith(prefix + "cb:{svc}:") for k in keys)
+    assert all(client.pttl(k) > 0 for k in keys)
+
+
+def test_redis_time_drives_reset_and_probe(redis_server_session: Any, links: list[RedisLink]) -> None:
+    settings = breaker_settings(timeout=0.2, reset_timeout=0.3, rolling_window=0.5)
+    breaker = BreakerRegistry(settings, link_to(redis_server_session, links, new_prefix()))[SERVICE]
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    assert breaker.state == OPEN
+    with pytest.raises(CircuitOpen) as info:
+        breaker.before_call()
+    assert info.value.retry_after == 1  # never less than one second
+    time.sleep(0.35)
+    assert breaker.state == HALF_OPEN
+    probe = breaker.before_call()
+    assert probe.probe
+    breaker.after_call(probe, S, 0.01)
+    assert breaker.state == CLOSED
+    breaker.after_call(breaker.before_call(), F, 0.01)
+    time.sleep(0.55)  # the failure rolls out of the half-second window
+    assert breaker.snapshot()["window"]["calls"] == 0
+
+
+def test_redis_killed_falls_back_and_returns(redis_server: Any, links: list[RedisLink]) -> None:
+    link = link_to(redis_server, links, new_prefix(), skip_seconds=0.05)
+    breaker = BreakerRegistry(breaker_settings(), link)[SERVICE]
+    carried = breaker.before_call()
+    assert carried.generation[0] == "redis"
+    redis_server.kill()
+    breaker.after_call(carried, S, 0.01)  # a Redis ticket returned while Redis is gone: counted locally
+    local_ticket = breaker.before_call()
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    snap = breaker.snapshot()
+    assert (snap["store"], snap["state"], snap["successes"], snap["failures"]) == ("local", OPEN, 1, 3)
+    with pytest.raises(CircuitOpen):  # the same rules, in process
+        breaker.before_call()
+    redis_server.start()
+    deadline = time.monotonic() + 5
+    while breaker.snapshot()["store"] != "redis":
+        assert time.monotonic() < deadline, "never went back to Redis"
+        time.sleep(0.06)
+    ticket = breaker.before_call()  # the new, empty Redis breaker is closed
+    assert ticket.generation[0] == "redis"
+    for _ in range(3):
+        breaker.after_call(local_ticket, F, 0.01)  # a local ticket handed to Redis: counted, no effect
+    snap = breaker.snapshot()
+    assert (snap["state"], snap["failures"], snap["window"]["calls"]) == (CLOSED, 3, 0)
+    breaker.after_call(ticket, S, 0.01)
+    assert breaker.snapshot()["successes"] == 1
+
+
+def test_tickets_of_a_flushed_breaker_change_nothing(redis_server_session: Any, links: list[RedisLink]) -> None:
+    clock, prefix = FakeClock(), new_prefix()
+    link = link_to(redis_server_session, links, prefix)
+    breaker = BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
+    old = breaker.before_call()
+    client = redis_server_session.client()
+    client.delete(*client.keys(prefix + "*"))  # evicted, expired or flushed
+    clock.advance(1)
+    for _ in range(2):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    breaker.after_call(old, F, 0.01)  # would be the third failure if it counted
+    snap = breaker.snapshot()
+    assert (snap["state"], snap["failures"], snap["window"]["calls"]) == (CLOSED, 3, 2)
+
+
+def test_forced_open_holds_through_a_redis_outage(redis_server: Any, links: list[RedisLink]) -> None:
+    link = link_to(redis_server, links, new_prefix(), skip_seconds=0.05)
+    breaker = BreakerRegistry(breaker_settings(), link)[SERVICE]
+    assert breaker.force("open")["store"] == "redis"
+    redis_server.kill()
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    snap = breaker.snapshot()
+    assert (snap["store"], snap["state"], snap["forced"]) == ("local", OPEN, True)
+    assert breaker.force("close")["state"] == CLOSED  # with Redis down, the local breaker obeys
+    breaker.after_call(breaker.before_call(), S, 0.01)
