@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.routing import WebsocketMismatch
 
 from blueprints.admin import admin
 from blueprints.ops import ops
@@ -42,7 +43,7 @@ class Engine:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the gateway: settings from the environment (then ``test_config``), engine, blueprints."""
     settings: Settings = load_settings(overrides=test_config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["GATEWAY_SETTINGS"] = settings
     app.url_map.converters["rest"] = RestConverter
     app.url_map.merge_slashes = False
@@ -108,6 +109,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         """Routing errors (unknown prefix, method) as the JSON envelope."""
+        if isinstance(error, WebsocketMismatch):
+            return error_response(errors.NotImplementedFeature())
         if isinstance(error, WerkzeugMethodNotAllowed):
             allow = ", ".join(sorted(error.valid_methods or []))
             return error_response(errors.MethodNotAllowed(headers=[("Allow", allow)]))

@@ -17,6 +17,7 @@ class RestConverter(PathConverter):
     """Everything after the prefix, including empty and leading-slash rests (``/orders//x``)."""
 
     regex = ".*"
+    part_isolating = False  # may span slashes; werkzeug would otherwise match one segment only
 
 
 class ProxiedResponse(Response):
@@ -43,7 +44,7 @@ def make_service_blueprint(service: ServiceConfig) -> Blueprint:
 
 def to_response(result: ProxyResponse) -> Response:
     """Shape the engine's answer as a Flask response, headers exactly as the engine gives them."""
-    response = ProxiedResponse(result.body, status=result.status, direct_passthrough=True)
+    response = ProxiedResponse(result.body, status=result.status)
     response.headers.clear()
     for name, value in result.headers:
         response.headers.add(name, value)

@@ -242,6 +242,7 @@ def create_service_app(
     from samples.debug import debug  # imported here: debug uses this module's helpers
 
     app = Flask(routes.import_name)
+    app.url_map.merge_slashes = False  # echo what the gateway sent, never redirect it
     app.json.sort_keys = False  # type: ignore[attr-defined]
     state = ServiceState(name, Faults.from_environ(os.environ if environ is None else environ), data)
     state.reset_stats()
