@@ -20,9 +20,11 @@ from gateway import errors
 from gateway.breaker import BreakerRegistry
 from gateway.cache import ResponseCache
 from gateway.config import Settings, load_settings
+from gateway.forwarder import forward_request
 from gateway.health import HealthMonitor
 from gateway.inbound import request_id_from
 from gateway.lifecycle import Lifecycle
+from gateway.messages import ProxyCall
 from gateway.redis_link import RedisLink
 from gateway.request_log import configure_logging, log_request
 from gateway.stats import GatewayStats
@@ -62,7 +64,22 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     upstream = UpstreamClient(settings)
     upstream.init_app(app)
     HealthMonitor(settings, link=link).init_app(app)
-    app.extensions["gateway.engine"] = Engine(cache=cache, breakers=breakers, upstream=upstream)
+    engine = Engine(cache=cache, breakers=breakers, upstream=upstream)
+    app.extensions["gateway.engine"] = engine
+
+    def refresh_in_background(call: ProxyCall) -> None:
+        """Stale-while-revalidate: run the request flow for a stale entry and let the cache store it."""
+        body = forward_request(call, engine).body
+        try:
+            if not isinstance(body, bytes):
+                for _ in body:
+                    pass
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    cache.refresher = refresh_in_background
 
     app.register_blueprint(ops)
     app.register_blueprint(admin)

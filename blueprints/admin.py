@@ -10,7 +10,8 @@ import hmac
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway.breaker import ACTIONS
-from gateway.errors import Forbidden, NotFound, Unauthorized
+from gateway.errors import CacheUnavailable, Forbidden, NotFound, Unauthorized
+from gateway.redis_link import StoreUnavailable
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -46,4 +47,8 @@ def force_breaker(service: str, action: str) -> Response:
 def purge_cache() -> Response:
     """Drop every cache entry, one path's (``?path=``) or a subtree's (``?prefix=``)."""
     cache = current_app.extensions["gateway.cache"]
-    return jsonify(cache.purge(path=request.args.get("path"), prefix=request.args.get("prefix")))
+    try:
+        summary = cache.purge(path=request.args.get("path"), prefix=request.args.get("prefix"))
+    except StoreUnavailable:
+        raise CacheUnavailable() from None
+    return jsonify(summary)

@@ -12,6 +12,7 @@ The tree::
     │   ├── NotImplementedFeature     501 not_implemented    WebSocket upgrades
     │   ├── Unauthorized              401 unauthorized       (carries WWW-Authenticate)
     │   └── Forbidden                 403 forbidden
+    ├── CacheUnavailable              503 cache_unavailable  admin purge while Redis is unreachable
     └── UpstreamError                 the service could not answer
         ├── BadGateway                502 bad_gateway        connection refused, reset, cut short
         ├── GatewayTimeout            504 gateway_timeout    no response headers within the timeout
@@ -76,6 +77,10 @@ class Unauthorized(ClientError):
 
 class Forbidden(ClientError):
     status, code, message = 403, "forbidden", "This endpoint is disabled."
+
+
+class CacheUnavailable(GatewayError):
+    status, code, message = 503, "cache_unavailable", "The shared cache store is unreachable; nothing was purged."
 
 
 class UpstreamError(GatewayError):

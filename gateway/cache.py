@@ -1,0 +1,261 @@
+"""The gateway's shared HTTP cache (RFC 9111): keys, lookup, storage, coalescing, invalidation, purge.
+
+``ResponseCache.begin`` is the forwarder's one entry point; it returns the :class:`Exchange` that
+carries the request through the rest of the flow (see ``cache_exchange``). With a Redis link the
+entries live in Redis, shared by every worker and instance; without one each worker has its own LRU.
+A store that fails never fails a request: the request goes upstream with ``X-Cache: BYPASS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway import cache_policy as policy
+from gateway.cache_entry import Entry, decode, encode
+from gateway.cache_store import MemoryStore, RedisStore
+from gateway.cache_tier import TieredStore
+from gateway.clock import Clock, system_clock
+from gateway.config import Settings
+from gateway.exchange import Exchange
+from gateway.messages import Headers, ProxyCall, header_values
+from gateway.redis_link import RedisLink, StoreUnavailable
+
+log = logging.getLogger("gateway.cache")
+
+
+def sorted_query(query: str) -> str:
+    """The query string with its parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` share a key)."""
+    return "&".join(sorted(part for part in query.split("&") if part))
+
+
+def _digest(*parts: str) -> str:
+    material = "\0".join(parts).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(material).hexdigest()[:40]
+
+
+def _parent(path: str) -> str:
+    trimmed = path.rstrip("/")
+    head = trimmed.rsplit("/", 1)[0]
+    return head or "/"
+
+
+def invalidation_paths(call: ProxyCall, response_headers: Headers) -> list[str]:
+    """The paths a successful write drops: its own, its parent, and the Location/Content-Location on this service."""
+    parent = _parent(call.path)
+    paths = {call.path, call.path.rstrip("/") or "/", parent, parent.rstrip("/") + "/"}
+    prefix = call.service.prefix
+    for name in ("Location", "Content-Location"):
+        for value in header_values(response_headers, name):
+            parts = urlsplit(value.strip())
+            if parts.netloc and parts.netloc.lower() != call.host.lower():
+                continue  # another host: not one of this service's entries
+            target = parts.path
+            if not target:
+                continue
+            if not target.startswith("/"):
+                target = call.path.rsplit("/", 1)[0] + "/" + target  # relative reference
+            # The service may name its own path (prefix stripped) or the gateway's; drop both readings.
+            if target == prefix or target.startswith(prefix + "/"):
+                paths.add(target)
+            if call.service.strip_prefix:
+                paths.add(prefix + target if target != "/" else prefix)
+    return sorted(paths)
+
+
+class ResponseCache:
+    """Decides, per request, whether the answer comes from the cache, and stores what may be reused."""
+
+    def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
+                 stats: Any = None, store: Any = None, tier_seconds: float = 0.0) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stats = stats
+        if store is None and link is not None:
+            store = RedisStore(link)
+            if tier_seconds > 0:
+                store = TieredStore(store, tier_seconds, max_entries=settings.cache_max_entries)
+        if store is None:
+            store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes, clock)
+        self.store: MemoryStore | RedisStore | TieredStore = store
+        # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
+        # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
+        self.refresher: Callable[[ProxyCall], None] | None = None
+        self._inflight: dict[str, threading.Event] = {}
+        self._refreshing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def init_app(self, app: Any) -> None:
+        """Register as ``app.extensions["gateway.cache"]``."""
+        if self.stats is None:
+            self.stats = app.extensions.get("gateway.stats")
+        app.extensions["gateway.cache"] = self
+
+    # -- the forwarder's entry point ------------------------------------------------------------
+
+    def begin(self, call: ProxyCall) -> Exchange:
+        """Look the request up (waiting for a concurrent identical miss) and return its exchange."""
+        from gateway.cache_exchange import CachedExchange, InvalidatingExchange
+
+        method = call.method.upper()
+        if not call.service.cache:
+            return Exchange(call, "BYPASS")
+        if method in policy.UNSAFE_METHODS:
+            return InvalidatingExchange(self, call)
+        if method not in ("GET", "HEAD"):
+            return Exchange(call, "BYPASS")
+        exchange = CachedExchange(self, call)
+        try:
+            exchange.lookup()
+        except StoreUnavailable as exc:
+            log.debug("cache store unavailable, bypassing: %s", exc)
+            exchange.close()
+            if "only-if-cached" in exchange.req_cc:
+                from gateway.errors import OnlyIfCached
+
+                raise OnlyIfCached(service=call.service.name) from None
+            return Exchange(call, "BYPASS")
+        return exchange
+
+    # -- keys, lookup and storage ---------------------------------------------------------------
+
+    def keys_for(self, call: ProxyCall) -> list[tuple[str, bool]]:
+        """Primary keys to look in, each with whether it is credential-keyed (personal) or shared."""
+        base = (call.host.lower(), call.service.name, call.path, sorted_query(call.query))
+        shared = _digest(*base)
+        if not policy.has_credentials(call.headers):
+            return [(shared, False)]
+        keys = [(_digest(*base, policy.credential_digest(call.headers)), True)]
+        if call.service.share_public_across_users:
+            keys.append((shared, False))
+        return keys
+
+    def find(self, call: ProxyCall, direct: bool = False) -> tuple[Entry, str] | None:
+        """Return the newest stored variant that matches the request, with its key (raises StoreUnavailable).
+
+        ``direct`` skips a per-worker tier, for coalesced waiters looking for what a leader just stored.
+        """
+        credentials = policy.has_credentials(call.headers)
+        for key, personal in self.keys_for(call):
+            best: Entry | None = None
+            for blob in self.store.get_variants(key, direct):
+                entry = decode(blob)
+                if entry is None or not entry.matches(call.headers):
+                    continue
+                if credentials and not personal and "public" not in entry.cache_control:
+                    continue  # a credentialed request reuses a shared entry only when it is public
+                if best is None or entry.response_time > best.response_time:
+                    best = entry
+            if best is not None:
+                return best, key
+        return None
+
+    def key_to_store(self, call: ProxyCall, entry: Entry) -> str:
+        """The key a new response goes under: personal for credentials unless shared public is allowed."""
+        keys = self.keys_for(call)
+        if len(keys) == 2 and "public" in entry.cache_control:
+            entry.credential_keyed = False
+            return keys[1][0]
+        entry.credential_keyed = keys[0][1]
+        return keys[0][0]
+
+    def save(self, call: ProxyCall, key: str, entry: Entry) -> bool:
+        """Store ``entry`` under ``key`` with a TTL covering freshness and the stale windows; False if not worth it."""
+        cc = entry.cache_control
+        remaining = entry.lifetime - policy.initial_age(entry.headers, entry.request_time, entry.response_time)
+        extra = max(self.settings.cache_stale_grace, policy.seconds(cc, "stale-if-error") or 0.0,
+                    policy.seconds(cc, "stale-while-revalidate") or 0.0)
+        ttl = max(0.0, remaining) + extra
+        if ttl <= 0:
+            if not policy.has_validator(entry.headers):
+                return False
+            ttl = 1.0  # kept briefly so the next request can revalidate instead of refetching
+        return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl))
+
+    def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:
+        """Drop the entries a successful write made stale (raises StoreUnavailable)."""
+        return self.store.drop_groups(invalidation_paths(call, response_headers))
+
+    # -- coalescing -------------------------------------------------------------------------------
+
+    def join(self, name: str) -> threading.Event | None:
+        """Lead the in-process fetch of ``name`` (return None) or get the leader's event to wait on."""
+        with self._lock:
+            event = self._inflight.get(name)
+            if event is not None:
+                return event
+            self._inflight[name] = threading.Event()
+            return None
+
+    def leave(self, name: str) -> None:
+        """End the in-process lead of ``name`` and wake its waiters."""
+        with self._lock:
+            event = self._inflight.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def start_refresh(self, call: ProxyCall, name: str) -> bool:
+        """Start one background refresh of ``name`` (stale-while-revalidate); False if unavailable or running."""
+        refresher = self.refresher
+        if refresher is None:
+            return False
+        with self._lock:
+            if name in self._refreshing:
+                return True
+            self._refreshing.add(name)
+        try:
+            token = self.store.try_lock("r:" + name, call.service.timeout + 1.0)
+        except StoreUnavailable:
+            token = None
+        if token is None:
+            with self._lock:
+                self._refreshing.discard(name)
+            return True  # another process refreshes it
+
+        def run() -> None:
+            try:
+                refresh = ProxyCall(**{**call.__dict__, "headers": [*call.headers, ("Cache-Control", "no-cache")]})
+                refresher(refresh)
+            except Exception:  # a failed refresh only means the next request goes upstream
+                log.debug("background refresh failed", exc_info=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(name)
+                try:
+                    self.store.release("r:" + name, token)
+                except StoreUnavailable:
+                    pass
+
+        threading.Thread(target=run, name="cache-refresh", daemon=True).start()
+        return True
+
+    def record(self, event: str) -> None:
+        """Tell the stats object (if any) about a cache event such as ``coalesced``."""
+        if self.stats is not None:
+            try:
+                self.stats.record_cache(event)
+            except Exception:  # stats must never fail a request
+                log.debug("stats.record_cache failed", exc_info=True)
+
+    # -- admin and stats --------------------------------------------------------------------------
+
+    def purge(self, path: str | None = None, prefix: str | None = None) -> dict[str, Any]:
+        """Drop one path's entries, a subtree's, or (neither given) all; e.g. ``{"purged": 3}``."""
+        purged = self.store.purge(path=path, prefix=prefix)
+        summary: dict[str, Any] = {"purged": purged, "store": self.store.source}
+        if path is not None:
+            summary["path"] = path
+        if prefix is not None:
+            summary["prefix"] = prefix
+        return summary
+
+    def snapshot(self) -> dict[str, int]:
+        """``{"keys": n, "memory_used_bytes": n}`` for ``/stats/cache`` (zeros when the store is down)."""
+        try:
+            return self.store.snapshot()
+        except StoreUnavailable:
+            return {"keys": 0, "memory_used_bytes": 0}

@@ -1,0 +1,469 @@
+"""ResponseCache on both stores: the seed timeline, credentials, invalidation, validation, stale, purge."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout, OnlyIfCached
+from gateway.redis_link import RedisLink
+from tests.cache_support import Gateway, Reply, memory_cache, redis_cache
+
+Factory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def links() -> Iterator[list[RedisLink]]:
+    opened: list[RedisLink] = []
+    yield opened
+    for link in opened:
+        link.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-tier"])
+def make(request: pytest.FixtureRequest, links: list[RedisLink]) -> Factory:
+    """Build a Gateway harness on the store under test; settings as keyword overrides."""
+
+    def build(**settings: Any) -> Gateway:
+        clock = FakeClock()
+        if request.param == "memory":
+            cache = memory_cache(clock, **settings)
+        else:
+            tier = 0.5 if request.param == "redis-tier" else 0.0
+            cache = redis_cache(request.getfixturevalue("redis_server_session"), clock, links, tier_seconds=tier,
+                                **settings)
+        return Gateway(cache, clock)
+
+    return build
+
+
+@pytest.fixture
+def gw(make: Factory) -> Gateway:
+    return make()
+
+
+def source_of(gw: Gateway) -> str:
+    return gw.cache.store.source
+
+
+def test_seed_timeline(gw: Gateway) -> None:
+    labels = [gw.request().cache for _ in range(19)]
+    assert labels == ["MISS"] + ["HIT"] * 18
+    gw.clock.advance(300.5)
+    assert gw.request().cache == "MISS"
+    assert len(gw.upstream_calls) == 2
+
+
+def test_hit_headers(gw: Gateway) -> None:
+    miss = gw.request()
+    assert (miss.status, miss.body, miss.source) == (200, b'{"id": 1}', source_of(gw))
+    assert miss.header("Cache-Control") == "max-age=300"
+    gw.clock.advance(42.7)
+    hit = gw.request()
+    assert hit.header("Age") == "42" and hit.header("Cache-Control") == "max-age=300"
+    assert (hit.body, hit.cache, hit.source) == (b'{"id": 1}', "HIT", source_of(gw))
+    assert gw.done == [True] and gw.connection_log == ["release"]
+
+
+def test_upstream_cache_control_is_not_rewritten(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "public, max-age=30")])
+    gw.request()
+    hit = gw.request()
+    assert [v for k, v in hit.headers if k == "Cache-Control"] == ["public, max-age=30"]
+    gw.clock.advance(31)
+    assert gw.request().cache == "MISS"
+
+
+def test_query_order_and_host_in_key(gw: Gateway) -> None:
+    gw.request(query="a=1&b=2")
+    assert gw.request(query="b=2&a=1").cache == "HIT"
+    assert gw.request(query="a=1").cache == "MISS"
+
+
+def test_cross_user_isolation(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "public, max-age=60")],
+                                          chunks=[(call.header("Authorization") or "anon").encode()])
+    alice, bob = [("Authorization", "Bearer alice")], [("Authorization", "Bearer bob")]
+    assert gw.request(headers=alice).body == b"Bearer alice"
+    assert gw.request(headers=bob).body == b"Bearer bob"
+    hit = gw.request(headers=alice)
+    assert (hit.cache, hit.body) == ("HIT", b"Bearer alice")
+    assert gw.request(headers=bob).body == b"Bearer bob"
+    assert gw.request().cache == "MISS"  # anonymous: its own entry
+    assert len(gw.upstream_calls) == 3
+
+
+def test_credentials_without_permission_never_stored(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60")])
+    cookie = [("Cookie", "s=1")]
+    assert [gw.request(headers=cookie).cache for _ in range(2)] == ["BYPASS", "BYPASS"]
+
+
+def test_share_public_across_users(make: Factory) -> None:
+    from dataclasses import replace
+
+    from tests.cache_support import SERVICE
+    gw = make()
+    shared = replace(SERVICE, share_public_across_users=True)
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "public, max-age=60")])
+    assert gw.request(headers=[("Authorization", "a")], service=shared).cache == "MISS"
+    assert gw.request(headers=[("Authorization", "b")], service=shared).cache == "HIT"
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "s-maxage=60")])
+    assert gw.request("/orders/2", headers=[("Authorization", "a")], service=shared).cache == "MISS"
+    assert gw.request("/orders/2", headers=[("Authorization", "b")], service=shared).cache == "MISS"
+
+
+def test_heuristic_header_is_private_for_credential_keyed_entries(gw: Gateway) -> None:
+    # must-revalidate gives explicit permission but no lifetime: the heuristic TTL applies.
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "must-revalidate")])
+    assert gw.request(headers=[("Cookie", "a")]).cache == "MISS"
+    assert gw.request(headers=[("Cookie", "a")]).cache == "HIT"
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(headers=[("Cache-Control", "no-store")]),
+    Reply(headers=[("Cache-Control", "private, max-age=60")]),
+    Reply(headers=[("Vary", "*")]),
+    Reply(headers=[("Set-Cookie", "a=1")]),
+    Reply(status=206, headers=[("Cache-Control", "max-age=60")]),
+    Reply(status=404),
+    Reply(status=503, headers=[("Cache-Control", "max-age=60")]),
+    Reply(headers=[("Content-Type", "text/event-stream")], chunks=[b"data: 1\n\n", b"data: 2\n\n"]),
+], ids=["no-store", "private", "vary-star", "set-cookie", "206", "404-no-freshness", "503", "sse"])
+def test_never_stored(gw: Gateway, reply: Reply) -> None:
+    gw.handler = lambda call, cond: reply
+    first, second = gw.request(), gw.request()
+    assert (first.cache, second.cache) == ("BYPASS", "BYPASS")
+    assert first.body == b"".join(reply.chunks) and len(gw.upstream_calls) == 2
+
+
+def test_explicit_freshness_stores_other_statuses(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(status=404, headers=[("Cache-Control", "max-age=5")])
+    assert [gw.request().cache for _ in range(2)] == ["MISS", "HIT"]
+
+
+def test_request_directives(gw: Gateway) -> None:
+    gw.request()
+    gw.clock.advance(100)
+    assert gw.request(headers=[("Cache-Control", "max-age=50")]).cache == "MISS"
+    gw.clock.advance(100)
+    assert gw.request(headers=[("Cache-Control", "min-fresh=250")]).cache == "MISS"
+    assert gw.request(headers=[("Cache-Control", "no-cache")]).cache == "MISS"
+    assert gw.request(headers=[("Cache-Control", "no-store")]).cache == "HIT"  # reuse is allowed, storing is not
+    gw.clock.advance(400)
+    assert gw.request(headers=[("Cache-Control", "max-stale")]).cache == "STALE"
+    assert len(gw.upstream_calls) == 4
+
+
+def test_request_no_store_prevents_storing(gw: Gateway) -> None:
+    assert gw.request(headers=[("Cache-Control", "no-store")]).cache == "BYPASS"
+    assert gw.request().cache == "MISS"
+
+
+def test_only_if_cached(gw: Gateway) -> None:
+    with pytest.raises(OnlyIfCached) as info:
+        gw.request(headers=[("Cache-Control", "only-if-cached")])
+    assert info.value.service == "order-service" and info.value.status == 504
+    gw.request()
+    assert gw.request(headers=[("Cache-Control", "only-if-cached")]).cache == "HIT"
+    assert len(gw.upstream_calls) == 1
+
+
+def test_vary(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Vary", "Accept-Encoding")],
+                                          chunks=[(call.header("Accept-Encoding") or "none").encode()])
+    gzip = [("Accept-Encoding", "gzip")]
+    assert gw.request(headers=gzip).body == b"gzip"
+    assert gw.request().body == b"none"
+    hit_gzip, hit_plain = gw.request(headers=gzip), gw.request()
+    assert (hit_gzip.cache, hit_gzip.body, hit_plain.cache, hit_plain.body) == ("HIT", b"gzip", "HIT", b"none")
+    assert gw.request(headers=[("Accept-Encoding", "br")]).cache == "MISS"
+
+
+def test_head_answered_from_get_entry(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Content-Length", "9")])
+    head_miss = gw.request(method="HEAD")
+    assert head_miss.cache == "BYPASS" and gw.upstream_calls[-1][0].method == "HEAD"
+    assert gw.request().cache == "MISS"
+    head = gw.request(method="HEAD")
+    assert (head.cache, head.body, head.header("Content-Length")) == ("HIT", b"", "9")
+    assert len(gw.upstream_calls) == 2
+
+
+@pytest.mark.parametrize("method, status, location, dropped, kept", [
+    ("POST", 201, "/orders/7", ["/orders", "/orders/1", "/orders/7"], ["/orders/2"]),
+    ("PUT", 200, None, ["/orders/1", "/orders"], ["/orders/2", "/orders/7"]),
+    ("DELETE", 204, None, ["/orders/1", "/orders"], ["/orders/2"]),
+    ("PATCH", 500, None, [], ["/orders/1", "/orders"]),
+    ("POST", 404, None, [], ["/orders/1", "/orders"]),
+    ("POST", 303, "http://gw.test/orders/2", ["/orders/2", "/orders/1"], ["/orders/7"]),
+    ("POST", 201, "/7", ["/orders/7"], ["/orders/2"]),  # the service's own path, prefix stripped
+])
+def test_invalidation_after_writes(gw: Gateway, method: str, status: int, location: str | None,
+                                   dropped: list[str], kept: list[str]) -> None:
+    public = lambda call, cond: Reply(headers=[("Cache-Control", "public, max-age=60")])  # noqa: E731
+    for path in ["/orders", "/orders/1", "/orders/2", "/orders/7"]:
+        gw.request(path)
+        gw.request(path, query="page=2")
+    gw.handler = public
+    gw.request("/orders/1", query="page=2", headers=[("Authorization", "x")])
+    gw.handler = lambda call, cond: Reply(status=status, headers=[("Location", location)] if location else [])
+    write = gw.request("/orders/1", method=method)
+    assert write.cache == "BYPASS"
+    gw.handler = lambda call, cond: Reply()
+    for path in dropped:
+        assert gw.request(path).cache == "MISS", path
+    for path in kept:
+        assert gw.request(path).cache == "HIT", path
+    if "/orders/1" in dropped:  # every query and user of the path went too
+        assert gw.request("/orders/1", query="page=2").cache == "MISS"
+        gw.handler = public
+        assert gw.request("/orders/1", query="page=2", headers=[("Authorization", "x")]).cache == "MISS"
+
+
+def test_revalidation_refreshes_the_entry(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "max-age=10"),
+                                                   ("X-Version", "1")])
+    gw.request()
+    gw.clock.advance(11)
+    gw.handler = lambda call, cond: Reply(status=304, headers=[("Cache-Control", "max-age=20"), ("ETag", '"v1"')],
+                                          chunks=[])
+    again = gw.request()
+    assert gw.upstream_calls[-1][1] == [("If-None-Match", '"v1"')]
+    assert (again.status, again.cache, again.body) == (200, "REVALIDATED", b'{"id": 1}')
+    assert again.header("Cache-Control") == "max-age=20" and again.header("X-Version") == "1"
+    assert again.header("Age") == "0"
+    gw.clock.advance(15)
+    assert gw.request().cache == "HIT"
+    assert len(gw.upstream_calls) == 2
+
+
+def test_revalidation_with_a_new_body_stores_it(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Last-Modified", "Tue, 14 Nov 2023 22:00:00 GMT"),
+                                                   ("Cache-Control", "max-age=10")])
+    gw.request()
+    gw.clock.advance(11)
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")], chunks=[b"new"])
+    assert gw.request().cache == "MISS"
+    assert gw.upstream_calls[-1][1] == [("If-Modified-Since", "Tue, 14 Nov 2023 22:00:00 GMT")]
+    assert gw.request().body == b"new"
+
+
+def test_response_no_cache_revalidates_every_time(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "no-cache")])
+    gw.request()
+    gw.handler = lambda call, cond: Reply(status=304, headers=[("ETag", '"v1"')], chunks=[])
+    assert [gw.request().cache for _ in range(2)] == ["REVALIDATED", "REVALIDATED"]
+
+
+def test_client_conditional_answered_304(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "max-age=60"),
+                                                   ("Content-Type", "application/json")])
+    gw.request()
+    not_modified = gw.request(headers=[("If-None-Match", 'W/"v1"')])
+    assert (not_modified.status, not_modified.body, not_modified.cache) == (304, b"", "HIT")
+    assert not_modified.header("ETag") == '"v1"' and not_modified.header("Content-Type") is None
+    assert gw.request(headers=[("If-None-Match", '"v2"')]).status == 200
+    assert len(gw.upstream_calls) == 1
+
+
+@pytest.mark.parametrize("error", [BadGateway(), GatewayTimeout(), CircuitOpen(service="order-service")])
+def test_stale_on_error(gw: Gateway, error: Exception) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
+    gw.request()
+    gw.clock.advance(100)
+    gw.error = error
+    stale = gw.request()
+    assert (stale.cache, stale.body, stale.header("Age")) == ("STALE", b'{"id": 1}', "100")
+    gw.clock.advance(300)  # past max-age + CACHE_STALE_GRACE
+    with pytest.raises(type(error)):
+        gw.request()
+
+
+def test_stale_on_upstream_5xx(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
+    gw.request()
+    gw.clock.advance(20)
+    gw.handler = lambda call, cond: Reply(status=503, chunks=[b"down"])
+    assert gw.request().cache == "STALE"
+    assert gw.connection_log[-1] == "discard" and gw.done[-1] is True
+
+
+@pytest.mark.parametrize("directives", ["max-age=10, must-revalidate", "max-age=10, proxy-revalidate",
+                                        "no-cache", "s-maxage=10", "s-maxage=10, stale-if-error=999"])
+def test_stale_forbidden(gw: Gateway, directives: str) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", directives), ("ETag", '"x"')])
+    gw.request()
+    gw.clock.advance(20)
+    gw.error = BadGateway()
+    with pytest.raises(BadGateway):
+        gw.request()
+    gw.error = None
+    gw.handler = lambda call, cond: Reply(status=502, chunks=[b"bad"])
+    assert gw.request().status == 502
+
+
+def test_stale_if_error_extends_and_grace_zero(make: Factory) -> None:
+    gw = make(cache_stale_grace=0.0)
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
+    gw.request("/orders/1")
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10, stale-if-error=60")])
+    gw.request("/orders/2")
+    gw.clock.advance(30)
+    gw.error = GatewayTimeout()
+    with pytest.raises(GatewayTimeout):
+        gw.request("/orders/1")
+    assert gw.request("/orders/2").cache == "STALE"
+
+
+def test_stale_while_revalidate_refreshes_once(gw: Gateway) -> None:
+    refreshed: list[Any] = []
+    gate = threading.Event()
+
+    def refresher(call: Any) -> None:
+        refreshed.append(call)
+        gate.wait(2)
+    gw.cache.refresher = refresher
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10, stale-while-revalidate=30")])
+    gw.request()
+    gw.clock.advance(15)
+    assert [gw.request().cache for _ in range(3)] == ["STALE"] * 3
+    gate.set()
+    assert len(refreshed) == 1 and ("Cache-Control", "no-cache") in refreshed[0].headers
+    gw.clock.advance(30)
+    assert gw.request().cache == "MISS"
+
+
+def test_oversize_streams_without_storing(make: Factory) -> None:
+    gw = make(cache_max_object_bytes=10)
+    gw.handler = lambda call, cond: Reply(chunks=[b"0123456", b"789abc", b"def"])
+    first = gw.request()
+    assert (first.cache, first.body) == ("BYPASS", b"0123456789abcdef")
+    assert gw.request().cache == "BYPASS" and gw.done == [True, True]
+
+
+def test_truncated_body_is_aborted_and_not_stored(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(chunks=[b"part"], cut=BadGateway())
+    cut = gw.request()
+    assert isinstance(cut.aborted, BadGateway) and cut.body == b"part"
+    assert gw.done == [False] and gw.connection_log == ["discard"]
+    gw.handler = lambda call, cond: Reply()
+    assert gw.request().cache == "MISS"
+
+
+def test_uncached_service_bypasses(gw: Gateway) -> None:
+    from dataclasses import replace
+
+    from tests.cache_support import SERVICE
+    off = replace(SERVICE, cache=False)
+    assert [gw.request(service=off).cache for _ in range(2)] == ["BYPASS", "BYPASS"]
+
+
+def test_purge(gw: Gateway) -> None:
+    for path in ["/orders/1", "/orders/2", "/orders/2/items", "/ordersx"]:
+        gw.request(path)
+        gw.request(path, query="q=1")
+    assert gw.cache.purge(path="/orders/1")["purged"] == 2
+    assert gw.request("/orders/1").cache == "MISS"
+    assert gw.request("/orders/2").cache == "HIT"
+    assert gw.cache.purge(prefix="/orders/")["purged"] == 5
+    assert gw.request("/orders/2/items", query="q=1").cache == "MISS"
+    assert gw.request("/ordersx").cache == "HIT"
+    assert gw.cache.purge()["purged"] >= 2
+    assert gw.request("/ordersx").cache == "MISS"
+
+
+def test_snapshot(gw: Gateway) -> None:
+    gw.request("/orders/1")
+    gw.request("/orders/2")
+    snap = gw.cache.snapshot()
+    assert snap["keys"] == 2 and snap["memory_used_bytes"] > 0
+
+
+def test_coalescing_in_process(gw: Gateway) -> None:
+    class Stats:
+        events: list[str] = []
+
+        def record_cache(self, event: str) -> None:
+            self.events.append(event)
+    gw.cache.stats = Stats()
+    release = threading.Event()
+
+    def slow(call: Any, cond: Any) -> Reply:
+        release.wait(2)
+        return Reply()
+    gw.handler = slow
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(gw.request())) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    while not gw.upstream_calls:
+        threading.Event().wait(0.005)
+    threading.Event().wait(0.05)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(gw.upstream_calls) == 1
+    assert sorted(r.cache for r in results) == ["HIT"] * 19 + ["MISS"]
+    assert Stats.events == ["coalesced"] * 19
+
+
+def test_coalesced_waiters_go_upstream_when_nothing_stored(gw: Gateway) -> None:
+    release = threading.Event()
+
+    def slow(call: Any, cond: Any) -> Reply:
+        release.wait(2)
+        return Reply(headers=[("Cache-Control", "no-store")])
+    gw.handler = slow
+    threads = [threading.Thread(target=gw.request) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    threading.Event().wait(0.1)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(gw.upstream_calls) == 5
+
+
+def test_client_validator_we_cannot_replace_disables_revalidation(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Last-Modified", "Tue, 14 Nov 2023 22:00:00 GMT"),
+                                                   ("Cache-Control", "max-age=10")])
+    gw.request()
+    gw.clock.advance(11)
+    gw.handler = lambda call, cond: Reply(status=304, chunks=[])
+    answer = gw.request(headers=[("If-None-Match", '"theirs"')])
+    assert gw.upstream_calls[-1][1] == [] and (answer.status, answer.cache) == (304, "BYPASS")
+
+
+@pytest.mark.parametrize("path, location, expected", [
+    ("/orders/1", None, ["/orders", "/orders/", "/orders/1"]),
+    ("/orders/1/", None, ["/orders", "/orders/", "/orders/1", "/orders/1/"]),
+    ("/orders", "/orders/9", ["/", "/orders", "/orders/9", "/orders/orders/9"]),
+    ("/orders/1", "/9/", ["/orders", "/orders/", "/orders/1", "/orders/9/"]),
+    ("/orders/1", "http://elsewhere/orders/9", ["/orders", "/orders/", "/orders/1"]),
+])
+def test_invalidation_paths(path: str, location: str | None, expected: list[str]) -> None:
+    from gateway.cache import invalidation_paths
+    from tests.cache_support import make_call
+    headers = [("Location", location)] if location else []
+    assert invalidation_paths(make_call(path, method="POST"), headers) == expected
+
+
+def test_memory_store_is_a_bounded_lru() -> None:
+    from gateway.cache_store import MemoryStore
+    clock = FakeClock()
+    store = MemoryStore(max_entries=3, max_bytes=10_000, clock=clock)
+    for name in "abc":
+        store.put(name, "/" + name, "v", b"x" * 100, ttl=10)
+    assert store.get_variants("a") == [b"x" * 100]  # a is now the most recently used
+    store.put("d", "/d", "v", b"x", ttl=10)
+    assert store.get_variants("b") == [] and store.get_variants("a") != []
+    store.put("big", "/big", "v", b"y" * 9_500, ttl=10)
+    assert store.snapshot()["keys"] <= 3 and store.snapshot()["memory_used_bytes"] <= 10_000
+    clock.advance(10.5)
+    assert store.get_variants("big") == []
+    assert store.purge(prefix="/") >= 0 and store.snapshot() == {"keys": 0, "memory_used_bytes": 0}

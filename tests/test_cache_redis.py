@@ -1,0 +1,259 @@
+"""The Redis store: TTLs and prefixes, fail-open, renamed commands, planted garbage, sharing between instances."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.redis_link import RedisLink
+from tests.cache_support import Gateway, Reply, new_prefix, redis_cache
+
+
+@pytest.fixture
+def links() -> Iterator[list[RedisLink]]:
+    opened: list[RedisLink] = []
+    yield opened
+    for link in opened:
+        link.close()
+
+
+def gateway_on(server: Any, links: list[RedisLink], prefix: str | None = None, **settings: Any) -> Gateway:
+    clock = FakeClock()
+    return Gateway(redis_cache(server, clock, links, prefix, **settings), clock)
+
+
+def test_every_key_has_the_prefix_and_a_ttl(redis_server_session: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server_session, links)
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60")])
+    gw.request("/orders/1")
+    gw.request("/orders/1", headers=[("Accept", "x")])
+    client = redis_server_session.client()
+    keys = list(client.scan_iter(match=gw.cache.store.link.prefix + "*"))
+    assert len(keys) == 2  # one entry hash, one path index
+    for key in keys:
+        assert 0 < client.pttl(key) <= 360_000  # max-age + CACHE_STALE_GRACE
+
+
+def test_redis_killed_then_back(redis_server: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server, links)
+    assert [gw.request().cache for _ in range(2)] == ["MISS", "HIT"]
+    redis_server.kill()
+    started = time.monotonic()
+    down = [gw.request() for _ in range(5)]
+    assert [r.cache for r in down] == ["BYPASS"] * 5 and all(r.status == 200 for r in down)
+    assert gw.request(method="POST").status == 200  # invalidation skipped, request still answered
+    assert gw.cache.snapshot() == {"keys": 0, "memory_used_bytes": 0}
+    assert time.monotonic() - started < 2.0
+    redis_server.start()
+    time.sleep(0.1)  # past the link's skip period
+    assert [gw.request().cache for _ in range(2)] == ["MISS", "HIT"]
+
+
+def test_redis_paused_bypasses_quickly(redis_server: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server, links)
+    gw.request()
+    redis_server.pause(1.0)
+    started = time.monotonic()
+    assert [gw.request().cache for _ in range(3)] == ["BYPASS"] * 3
+    assert time.monotonic() - started < 1.0
+
+
+def test_renamed_dangerous_commands(redis_server_factory: Any, links: list[RedisLink]) -> None:
+    server = redis_server_factory("--rename-command", "KEYS", "", "--rename-command", "FLUSHDB", "",
+                                  "--rename-command", "FLUSHALL", "")
+    gw = gateway_on(server, links)
+    gw.request("/orders/1")
+    gw.request("/orders/2")
+    assert gw.request("/orders/1").cache == "HIT"
+    assert gw.cache.purge(prefix="/orders/")["purged"] == 2
+    gw.request("/orders/1")
+    assert gw.cache.purge()["purged"] == 1
+    assert gw.cache.snapshot()["keys"] == 0
+    gw.request("/orders/1")
+    gw.request("/orders/1", method="PUT")
+    assert gw.request("/orders/1").cache == "MISS"
+
+
+def test_purge_leaves_foreign_keys(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    gw = gateway_on(redis_server_session, links, prefix)
+    client = redis_server_session.client()
+    client.set("foreign:" + prefix, "keep")
+    client.set(prefix + "breaker:order-service", "keep")  # the gateway's own non-cache keys too
+    client.set(prefix + "cache-other", "keep")
+    gw.request("/orders/1")
+    gw.cache.purge(prefix="/orders/")
+    gw.request("/orders/1")
+    gw.cache.purge()
+    for key in ["foreign:" + prefix, prefix + "breaker:order-service", prefix + "cache-other"]:
+        assert client.get(key) == b"keep"
+
+
+@pytest.mark.parametrize("planted", [
+    pickle.dumps({"status": 200}),
+    b"\x80\x04garbage",
+    b"not msgpack at all",
+    b"\x81\xa1f\x01",  # msgpack, right format number, missing fields
+    b"\xc1",  # never-used msgpack byte
+])
+def test_planted_values_are_misses(redis_server_session: Any, links: list[RedisLink], planted: bytes) -> None:
+    gw = gateway_on(redis_server_session, links)
+    gw.request()
+    client = redis_server_session.client()
+    entry_keys = list(client.scan_iter(match=gw.cache.store.link.prefix + "cache:e:*"))
+    for key in entry_keys:
+        for field in client.hkeys(key):
+            client.hset(key, field, planted)
+    assert gw.request().cache == "MISS"
+    assert gw.request().cache == "HIT"
+
+
+def test_second_instance_sees_invalidation_and_purge(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    first, second = gateway_on(redis_server_session, links, prefix), gateway_on(redis_server_session, links, prefix)
+    first.request("/orders/1")
+    assert second.request("/orders/1").cache == "HIT"
+    second.request("/orders/1", method="DELETE")
+    assert first.request("/orders/1").cache == "MISS"
+    second.cache.purge(path="/orders/1")
+    assert first.request("/orders/1").cache == "MISS"
+
+
+def test_coalescing_across_instances(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    instances = [gateway_on(redis_server_session, links, prefix) for _ in range(3)]
+    calls: list[str] = []
+    release = threading.Event()
+
+    def slow(call: Any, cond: Any) -> Reply:
+        calls.append(call.path)
+        release.wait(2)
+        return Reply()
+    results: list[Any] = []
+    threads = []
+    for gw in instances:
+        gw.handler = slow
+        threads += [threading.Thread(target=lambda gw=gw: results.append(gw.request())) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(calls) == 1
+    assert sorted(r.cache for r in results) == ["HIT"] * 14 + ["MISS"]
+
+
+def test_waiters_give_up_after_the_timeout(redis_server_session: Any, links: list[RedisLink]) -> None:
+    from dataclasses import replace
+
+    from tests.cache_support import SERVICE
+    prefix = new_prefix()
+    leader, waiter = gateway_on(redis_server_session, links, prefix), gateway_on(redis_server_session, links, prefix)
+    quick = replace(SERVICE, timeout=0.2)
+    exchange = leader.cache.begin(leader_call := __import__("tests.cache_support").cache_support.make_call(
+        service=quick))
+    assert exchange.response is None and leader_call.path == "/orders/1"
+    started = time.monotonic()
+    assert waiter.request(service=quick).cache == "MISS"  # went upstream itself after 0.2 s
+    assert 0.15 < time.monotonic() - started < 1.0
+    exchange.close()
+
+
+def wait_listening(gw: Gateway) -> None:
+    gw.request("/warm-up")  # the listener starts on first use
+    deadline = time.monotonic() + 2
+    while not gw.cache.store.listening and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gw.cache.store.listening
+
+
+def test_tier_serves_recent_copies_within_its_bound(redis_server_session: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server_session, links, tier_seconds=0.3)
+    wait_listening(gw)
+    gw.request()
+    assert gw.request().cache == "HIT"  # read from Redis, copy kept
+    client = redis_server_session.client()
+    for key in client.scan_iter(match=gw.cache.store.link.prefix + "cache:e:*"):
+        client.unlink(key)  # behind the gateway's back: only the copy is left
+    assert gw.request().source == "Redis" and gw.request().cache == "HIT"
+    time.sleep(0.35)
+    assert gw.request().cache == "MISS"
+
+
+def test_tier_copies_dropped_on_every_instance(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    first = gateway_on(redis_server_session, links, prefix, tier_seconds=1.0)
+    second = gateway_on(redis_server_session, links, prefix, tier_seconds=1.0)
+    wait_listening(first)
+    wait_listening(second)
+    first.request()
+    assert second.request().cache == "HIT" and second.request().cache == "HIT"  # second holds a copy
+    first.request(method="PATCH")
+    deadline = time.monotonic() + 0.5
+    while second.request().cache == "HIT":
+        assert time.monotonic() < deadline, "invalidation did not reach the other instance"
+        time.sleep(0.01)
+    second.request()
+    assert first.request().cache == "HIT"
+    second.cache.purge()
+    time.sleep(0.1)
+    assert first.request().cache == "MISS"
+
+
+def test_tier_off_while_redis_is_down(redis_server: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server, links, tier_seconds=1.0)
+    wait_listening(gw)
+    gw.request()
+    assert gw.request().cache == "HIT"
+    redis_server.kill()
+    time.sleep(0.3)
+    assert not gw.cache.store.listening
+    assert gw.request().cache == "BYPASS"
+    redis_server.start()
+    deadline = time.monotonic() + 3
+    while not gw.cache.store.listening and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gw.request().cache in ("MISS", "BYPASS")
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from gateway.clock import FakeClock
+from gateway.redis_link import RedisLink
+from tests.cache_support import Gateway, Reply, redis_cache, memory_cache
+links = []
+clock = FakeClock()
+caches = [redis_cache(type("S", (), {"url": sys.argv[1]}), clock, links, sys.argv[2]) for _ in range(2)] \\
+    if sys.argv[1] != "-" else [memory_cache(clock)]
+calls = []
+def slow(call, cond):
+    calls.append(1)
+    gevent.sleep(0.2)
+    return Reply()
+gateways = [Gateway(cache, clock) for cache in caches]
+for gw in gateways:
+    gw.handler = slow
+jobs = [gevent.spawn(gateways[i % len(gateways)].request) for i in range(100)]
+gevent.joinall(jobs, timeout=5)
+labels = sorted(job.value.cache for job in jobs)
+print(len(calls), labels.count("MISS"), labels.count("HIT"))
+"""
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_coalescing_with_gevent_greenlets(redis_server_session: Any, store: str) -> None:
+    import subprocess
+    import sys
+    url = redis_server_session.url if store == "redis" else "-"
+    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, url, new_prefix()], capture_output=True, text=True,
+                         timeout=30, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "99"]

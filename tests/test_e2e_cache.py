@@ -1,0 +1,93 @@
+"""The cache through real gunicorn gateways sharing one Redis: coalescing, invalidation, purge, Redis failures."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.processes import GatewayProcess, SampleServices, start_gateway
+
+pytestmark = pytest.mark.e2e
+HOST = "gateway.test"  # one Host for every instance, so they share keys
+TOKEN = "cache-admin-token"
+
+
+def send(gw: GatewayProcess, method: str, target: str, headers: dict[str, str] | None = None,
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request(method, target, body=body, headers={"Host": HOST, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def x_cache(gw: GatewayProcess, target: str) -> str | None:
+    status, headers, _ = send(gw, "GET", target)
+    assert status == 200, (target, status)
+    return headers.get("x-cache")
+
+
+@pytest.fixture
+def pair(clean_samples: SampleServices, redis_server: Any, tmp_path: Any) -> Iterator[list[GatewayProcess]]:
+    """Two gateway instances (2 workers each) on one Redis."""
+    env = {**clean_samples.env(), "REDIS_URL": redis_server.url, "HEALTH_CHECK_INTERVAL": "0",
+           "ADMIN_TOKEN": TOKEN, "CB_VOLUME_THRESHOLD": "1000"}
+    with start_gateway(env, 2, log_dir=tmp_path / "a") as first, \
+            start_gateway(env, 2, log_dir=tmp_path / "b") as second:
+        yield [first, second]
+
+
+def test_concurrent_cold_gets_make_one_upstream_call(pair: list[GatewayProcess], clean_samples: SampleServices) -> None:
+    clean_samples.faults("restaurant-service", latency_ms=300)
+    results: list[str | None] = []
+    lock = threading.Lock()
+
+    def fetch(gw: GatewayProcess) -> None:
+        label = x_cache(gw, "/restaurants/1")
+        with lock:
+            results.append(label)
+    threads = [threading.Thread(target=fetch, args=(pair[i % 2],)) for i in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert len(results) == 100
+    assert clean_samples.stats("restaurant-service")["requests"] == 1
+    assert sorted(results) == ["HIT"] * 99 + ["MISS"]
+
+
+def test_invalidation_and_purge_reach_every_worker_and_instance(pair: list[GatewayProcess],
+                                                               clean_samples: SampleServices) -> None:
+    first, second = pair
+    assert x_cache(first, "/orders/3") == "MISS"
+    for _ in range(6):  # both workers of both instances
+        assert x_cache(first, "/orders/3") == "HIT" and x_cache(second, "/orders/3") == "HIT"
+    status, _, body = send(second, "PATCH", "/orders/3", {"Content-Type": "application/json"},
+                           b'{"delivery_address": "1 Test Street"}')
+    assert status == 200, body
+    assert x_cache(first, "/orders/3") == "MISS"
+    x_cache(first, "/restaurants/1")
+    status, _, body = send(second, "DELETE", "/admin/cache?prefix=/restaurants/", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200, body
+    assert x_cache(first, "/restaurants/1") == "MISS"
+    assert x_cache(second, "/orders/3") == "HIT"
+
+
+def test_redis_killed_then_restarted(pair: list[GatewayProcess], redis_server: Any) -> None:
+    first = pair[0]
+    x_cache(first, "/restaurants/2")
+    assert x_cache(first, "/restaurants/2") == "HIT"
+    redis_server.kill()
+    assert [x_cache(first, "/restaurants/2") for _ in range(4)] == ["BYPASS"] * 4
+    redis_server.start()
+    deadline = time.monotonic() + 5
+    while x_cache(first, "/restaurants/2") != "HIT":
+        assert time.monotonic() < deadline, "the cache did not come back after Redis restarted"
+        time.sleep(0.2)
