@@ -1,0 +1,119 @@
+"""Observability endpoints (SPEC §6): health, service health, stats, Prometheus metrics, dashboard.
+
+``/health`` is always open (load balancers call it). The others need ``OPS_TOKEN`` when it is set,
+as a bearer token or as the password of HTTP basic auth, so a browser can open the dashboard.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import time
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from gateway import __version__
+from gateway.errors import Unauthorized
+
+ops = Blueprint("ops", __name__)
+
+# Only the Basic challenge: it is what makes a browser prompt, and bearer clients need none.
+CHALLENGES = [("WWW-Authenticate", 'Basic realm="gateway", charset="UTF-8"')]
+# The dashboard loads nothing from elsewhere; the policy makes that a promise.
+DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                 "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'")
+_process_started = time.time()
+
+
+def presented_token() -> str | None:
+    """The token of the request: a bearer token, or the password of HTTP basic auth (any user)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer":
+        return value
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def require_ops_token() -> None:
+    """Raise 401 (with Basic and Bearer challenges) unless the request carries ``OPS_TOKEN``."""
+    token = current_app.config["GATEWAY_SETTINGS"].ops_token
+    if not token:
+        return
+    given = presented_token()
+    # compare_digest on bytes: constant time, and no TypeError on non-ASCII input.
+    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized("A valid ops token is required (bearer, or the basic-auth password).",
+                           headers=list(CHALLENGES))
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    response = jsonify(payload)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@ops.get("/health")
+def health() -> Response:
+    """Liveness: 200 while the gateway can serve, 503 once it is draining after SIGTERM."""
+    lifecycle = current_app.extensions.get("gateway.lifecycle")
+    if lifecycle is not None and getattr(lifecycle, "draining", False):
+        return _json({"status": "draining"}, 503)
+    link = current_app.extensions.get("gateway.redis")
+    if link is None:
+        redis = "disabled"
+    else:
+        # Skip the ping while the link is in its back-off period: the answer is known and fast.
+        redis = "up" if link.is_up and link.ping() else "down"
+    started = getattr(lifecycle, "started_at", _process_started)
+    return _json({"status": "ok", "redis": redis, "version": __version__,
+                  "uptime_s": round(max(0.0, time.time() - started), 3)})
+
+
+@ops.get("/health/services")
+def health_services() -> Response:
+    """Active health check results of every service."""
+    require_ops_token()
+    return _json(current_app.extensions["gateway.health"].services())
+
+
+@ops.get("/stats/circuit-breakers")
+def breaker_stats() -> Response:
+    """Circuit breaker statistics, gateway-wide."""
+    require_ops_token()
+    stats = current_app.extensions["gateway.stats"]
+    return _json(stats.breaker_stats(current_app.extensions.get("gateway.breakers")))
+
+
+@ops.get("/stats/cache")
+def cache_stats() -> Response:
+    """Cache statistics of the last five minutes, gateway-wide."""
+    require_ops_token()
+    return _json(current_app.extensions["gateway.stats"].cache_stats())
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of this instance."""
+    require_ops_token()
+    body, content_type = current_app.extensions["gateway.metrics"].render()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+@ops.get("/dashboard")
+def dashboard() -> Response:
+    """The live monitoring dashboard: one self-contained HTML page."""
+    require_ops_token()
+    page = resources.files("blueprints").joinpath("templates/dashboard.html").read_bytes()
+    return Response(page, content_type="text/html; charset=utf-8",
+                    headers={"Cache-Control": "no-store", "Content-Security-Policy": DASHBOARD_CSP,
+                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})

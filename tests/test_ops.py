@@ -1,0 +1,139 @@
+"""The ops blueprint: /health, /health/services, /stats/*, /metrics, /dashboard and OPS_TOKEN."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, Response, g
+from prometheus_client.parser import text_string_to_metric_families
+
+from blueprints.ops import ops
+from gateway import __version__
+from gateway.breaker import Outcome
+from gateway.clock import FakeClock
+from gateway.config import load_settings
+from gateway.errors import GatewayError, error_body
+from gateway.health import HealthMonitor
+from gateway.metrics import Metrics
+from gateway.stats import GatewayStats
+
+TOKEN = "s3cret-ops"
+
+
+class Lifecycle:
+    started_at = 0.0
+    draining = False
+
+
+class Link:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+
+    @property
+    def is_up(self) -> bool:
+        return self.up
+
+    def ping(self) -> bool:
+        return self.up
+
+
+def make_app(tmp_path: Path, **env: Any) -> Flask:
+    settings = load_settings({}, env)
+    app = Flask(__name__)
+    app.config["GATEWAY_SETTINGS"] = settings
+    app.extensions["gateway.lifecycle"] = Lifecycle()
+    stats = GatewayStats(settings, None, FakeClock(), str(tmp_path), flush_interval=0)
+    app.extensions["gateway.metrics"] = Metrics(settings)
+    stats.init_app(app)
+    HealthMonitor(settings, run_dir=str(tmp_path), interval=0).init_app(app)
+    app.register_blueprint(ops)
+
+    @app.errorhandler(GatewayError)
+    def gateway_error(error: GatewayError) -> Response:
+        response = Response(error_body(error, g.get("request_id")), status=error.status,
+                            mimetype="application/json")
+        for name, value in error.headers:
+            response.headers.add(name, value)
+        return response
+
+    app.testing = True
+    return app
+
+
+def test_health(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    client = app.test_client()
+    answer = client.get("/health")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["status"] == "ok" and body["redis"] == "disabled" and body["version"] == __version__
+    assert body["uptime_s"] > 0
+    app.extensions["gateway.redis"] = Link(up=False)
+    assert client.get("/health").get_json()["redis"] == "down"
+    app.extensions["gateway.redis"] = Link(up=True)
+    assert client.get("/health").get_json()["redis"] == "up"
+    app.extensions["gateway.lifecycle"].draining = True
+    answer = client.get("/health")
+    assert answer.status_code == 503 and answer.get_json() == {"status": "draining"}
+
+
+def test_stats_endpoints(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    stats = app.extensions["gateway.stats"]
+    stats.record_request("order-service", "GET", 200, "HIT", 0.001, None)
+    stats.record_request("order-service", "GET", 200, "MISS", 0.02, 0.015)
+    stats.on_call("order-service", Outcome.SUCCESS, 0.015)
+    client = app.test_client()
+    cache = client.get("/stats/cache").get_json()
+    assert (cache["requests"], cache["hits"], cache["misses"], cache["hit_rate"]) == (2, 1, 1, 50.0)
+    breakers = client.get("/stats/circuit-breakers").get_json()["services"]
+    assert set(breakers) == set(app.config["GATEWAY_SETTINGS"].services)
+    assert breakers["order-service"]["fires"] == 1 and breakers["order-service"]["state"] == "CLOSED"
+    for field in ("successes", "failures", "timeouts", "rejects", "failure_rate", "latency_ms", "opened_at",
+                  "next_attempt_at"):
+        assert field in breakers["order-service"]
+    services = client.get("/health/services").get_json()["services"]
+    assert services["order-service"]["status"] == "unknown"
+    answer = client.get("/metrics")
+    assert answer.headers["Content-Type"].startswith("text/plain; version=")
+    names = {f.name for f in text_string_to_metric_families(answer.get_data(as_text=True))}
+    assert {"gateway_requests", "gateway_breaker_state", "gateway_cache_events"} <= names
+
+
+def test_dashboard_is_self_contained(tmp_path: Path) -> None:
+    answer = make_app(tmp_path).test_client().get("/dashboard")
+    assert answer.status_code == 200 and answer.mimetype == "text/html"
+    page = answer.get_data(as_text=True)
+    assert "Circuit breakers" in page and "/stats/cache" in page and "/health/services" in page
+    assert "http://" not in page and "https://" not in page  # no external assets
+    assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
+PROTECTED = ("/health/services", "/stats/circuit-breakers", "/stats/cache", "/metrics", "/dashboard")
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_ops_token_required(tmp_path: Path, path: str) -> None:
+    client = make_app(tmp_path, OPS_TOKEN=TOKEN).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!!"},
+                    {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()},
+                    {"Authorization": "Bearer " + TOKEN + "x"}, {"Authorization": "Bearer \u00e9t\u00e9"}):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.get_json()["error"]["code"] == "unauthorized"
+        assert answer.headers["WWW-Authenticate"] == 'Basic realm="gateway", charset="UTF-8"'
+    assert client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    basic = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()
+    assert client.get(path, headers={"Authorization": f"Basic {basic}"}).status_code == 200
+
+
+def test_health_stays_open_with_a_token(tmp_path: Path) -> None:
+    assert make_app(tmp_path, OPS_TOKEN=TOKEN).test_client().get("/health").status_code == 200
+
+
+def test_no_token_means_open(tmp_path: Path) -> None:
+    client = make_app(tmp_path).test_client()
+    assert all(client.get(path).status_code == 200 for path in PROTECTED)
