@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from gateway.config import Settings, load_settings
 from gateway.forwarder import forward_request
 from gateway.health import HealthMonitor
 from gateway.inbound import request_id_from
+from gateway.instance_bus import InstanceBus
 from gateway.lifecycle import Lifecycle
 from gateway.messages import ProxyCall
 from gateway.redis_link import RedisLink
@@ -57,9 +59,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Lifecycle().init_app(app)
     stats = GatewayStats(settings, link)
     stats.init_app(app)
-    breakers = BreakerRegistry(settings, link, listeners=[stats])
+    # Several workers without Redis: invalidations and forced breaker states travel between them.
+    run_dir = os.environ.get("GATEWAY_RUN_DIR")
+    bus = InstanceBus(run_dir) if link is None and run_dir and settings.web_concurrency > 1 else None
+    breakers = BreakerRegistry(settings, link, listeners=[stats], bus=bus)
     breakers.init_app(app)
-    cache = ResponseCache(settings, link, stats=stats)
+    cache = ResponseCache(settings, link, stats=stats, bus=bus)
     cache.init_app(app)
     upstream = UpstreamClient(settings)
     upstream.init_app(app)
@@ -158,6 +163,4 @@ def error_response(error: errors.GatewayError) -> Response:
 
 
 if __name__ == "__main__":
-    import os
-
     create_app().run(host="127.0.0.1", port=int(os.environ.get("PORT", "3000")), threaded=True)

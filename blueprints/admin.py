@@ -36,7 +36,7 @@ def force_breaker(service: str, action: str) -> Response:
         raise NotFound(f"No service named {service!r}.", service=service)
     if action not in ACTIONS:
         raise NotFound(f"Unknown breaker action {action!r}; use open, close or reset.", service=service)
-    snapshot = breakers[service].force(action)
+    snapshot = breakers.force(service, action)
     stats = current_app.extensions.get("gateway.stats")
     if action == "reset" and stats is not None:
         stats.reset_breaker(service)  # /stats/circuit-breakers counts from listener events: clear them too

@@ -271,10 +271,16 @@ class BreakerRegistry:
     """One breaker per configured service; Redis-backed (with local fallback) when a link is given."""
 
     def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
-                 listeners: Iterable[Any] = (), *, shared_clock: Clock | None = None) -> None:
+                 listeners: Iterable[Any] = (), *, shared_clock: Clock | None = None,
+                 bus: Any = None) -> None:
         # shared_clock replaces Redis's TIME inside the scripts; tests use it to drive time exactly.
         self.settings = settings
         self.link = link
+        # Without Redis each worker has its own breakers; the instance bus carries forced states to
+        # the sibling workers, so an operator's "open" holds whichever worker answers.
+        self.bus = bus
+        if bus is not None:
+            bus.subscribe("breaker", self._apply_forced)
         self.listeners: list[Any] = list(listeners)
         self._breakers: dict[str, Any] = {
             name: CircuitBreaker(service, clock, self.listeners) for name, service in settings.services.items()
@@ -290,7 +296,21 @@ class BreakerRegistry:
 
     def __getitem__(self, name: str) -> Any:
         """The breaker of service ``name``; KeyError if there is no such service."""
+        if self.bus is not None:
+            self.bus.poll()
         return self._breakers[name]
+
+    def force(self, name: str, action: str) -> dict[str, Any]:
+        """Force service ``name``'s breaker (open, close, reset) in every worker; return its snapshot."""
+        snapshot = self[name].force(action)
+        if self.bus is not None:
+            self.bus.publish("breaker", {"service": name, "action": action})
+        return snapshot  # type: ignore[no-any-return]
+
+    def _apply_forced(self, message: dict[str, Any]) -> None:
+        breaker = self._breakers.get(str(message.get("service")))
+        if breaker is not None and message.get("action") in ACTIONS:
+            breaker.force(message["action"], quiet=True)
 
     def __contains__(self, name: object) -> bool:
         return name in self._breakers

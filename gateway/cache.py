@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway import cache_policy as policy
+from gateway.cache_broadcast import BroadcastMemoryStore
 from gateway.cache_entry import Entry, decode, encode
 from gateway.cache_store import MemoryStore, RedisStore
 from gateway.cache_tier import TieredStore
 from gateway.clock import Clock, system_clock
 from gateway.config import Settings
 from gateway.exchange import Exchange
+from gateway.instance_bus import InstanceBus
 from gateway.messages import Headers, ProxyCall, header_values
 from gateway.redis_link import RedisLink, StoreUnavailable
 
@@ -71,7 +73,8 @@ class ResponseCache:
     """Decides, per request, whether the answer comes from the cache, and stores what may be reused."""
 
     def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
-                 stats: Any = None, store: Any = None, tier_seconds: float = 0.0) -> None:
+                 stats: Any = None, store: Any = None, tier_seconds: float = 0.0,
+                 bus: InstanceBus | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.stats = stats
@@ -81,7 +84,9 @@ class ResponseCache:
                 store = TieredStore(store, tier_seconds, max_entries=settings.cache_max_entries)
         if store is None:
             store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes, clock)
-        self.store: MemoryStore | RedisStore | TieredStore = store
+            if bus is not None:
+                store = BroadcastMemoryStore(store, bus)  # drops must reach the sibling workers
+        self.store: MemoryStore | RedisStore | TieredStore | BroadcastMemoryStore = store
         # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None

@@ -99,6 +99,8 @@ class CachedExchange(Exchange):
         except StoreUnavailable:
             return
         if self._token is not None:
+            # Double-check: another process may have stored the answer between our lookup and our lock.
+            self._take_leaders_answer()
             return
         deadline = time.monotonic() + timeout  # another process leads: poll for its stored answer
         while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ are cooperative, so a pool of idle connections per service is all the concurrenc
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import time
 from collections import deque
@@ -109,7 +108,7 @@ class UpstreamClient:
                 if not (reused and attempt == 1 and call.method in IDEMPOTENT):
                     raise BadGateway(f"{call.service.name} closed the connection: {exc.__class__.__name__}",
                                      service=call.service.name) from None
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 conn.close()
                 raise GatewayTimeout(f"{call.service.name} did not answer within {timeout:g} s",
                                      service=call.service.name) from None
@@ -137,7 +136,8 @@ class UpstreamClient:
         remaining = timeout - (time.monotonic() - started)
         if remaining <= 0:
             raise TimeoutError
-        conn.sock.settimeout(remaining)
+        sock = conn.sock
+        sock.settimeout(remaining)
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", pool.host_header)
         for name, value in headers:
@@ -146,8 +146,9 @@ class UpstreamClient:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
         response = conn.getresponse()
-        # From here on the timeout is the idle limit between body chunks.
-        conn.sock.settimeout(timeout)
+        # From here on the timeout is the idle limit between body chunks. When the upstream will close
+        # the connection, getresponse drops conn.sock, but the response still reads from that socket.
+        sock.settimeout(timeout)
         return response
 
     def close(self) -> None:
@@ -164,7 +165,7 @@ def _chunks(response: http.client.HTTPResponse, service: str) -> Iterator[bytes]
     while True:
         try:
             chunk = response.read1(CHUNK_SIZE)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise GatewayTimeout(f"{service} stopped sending the body", service=service) from None
         except (OSError, http.client.HTTPException) as exc:
             raise BadGateway(f"{service} cut the body short: {_reason(exc)}", service=service) from None

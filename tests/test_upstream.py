@@ -78,7 +78,8 @@ def ok(body: bytes = b"ok", extra: bytes = b"") -> Handler:
 
 
 def client_and_call(port: int, target: str = "/x", method: str = "GET", timeout: float = 2.0,
-                    headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> tuple[UpstreamClient, ProxyCall]:
+                    headers: list[tuple[str, str]] | None = None,
+                    body: bytes = b"") -> tuple[UpstreamClient, ProxyCall]:
     settings = load_settings({"ORDER_SERVICE_URL": f"http://127.0.0.1:{port}", "CB_TIMEOUT": str(timeout)})
     service = settings.services["order-service"]
     call = ProxyCall(service=service, method=method, target=target, path="/orders" + target, query="",
