@@ -61,10 +61,12 @@ local function load(key, now)
   local s = redis.call('HMGET', key, 'state', 'gen', 'opened_at', 'next_at', 'forced', 'lease', 'born')
   local st = {state = s[1] or 'CLOSED', gen = s[2], opened_at = s[3] or '', next_at = s[4] or '',
               forced = s[5] or '', lease = s[6] or '', born = s[7] or ''}
-  if not st.gen then
-    -- a new (or expired, or flushed) breaker: its tickets carry its birth time, so they never match
-    -- tickets of the breaker it replaces
-    st.gen, st.born = '0', tostring(now)
+  local known = st.state == 'CLOSED' or st.state == 'OPEN' or st.state == 'HALF_OPEN'
+  if not tonumber(st.gen or '') or not known then
+    -- a new (or expired, flushed, or unreadable) breaker: its tickets carry its birth time, so they
+    -- never match tickets of the breaker it replaces; garbage must not hold it open for good
+    st = {state = 'CLOSED', gen = '0', born = tostring(now), opened_at = '', next_at = '', forced = '', lease = ''}
+    redis.call('DEL', key)
     redis.call('HSET', key, 'state', 'CLOSED', 'gen', st.gen, 'born', st.born)
   end
   return st

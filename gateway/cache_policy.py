@@ -132,11 +132,19 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     return max(apparent, corrected)
 
 
+# Request headers some frameworks obey to rewrite the URL or the method. The answer to such a request
+# may not be what its key promises, so storing it would let one client poison the entry for all.
+OVERRIDE_HEADERS = ("X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override", "X-HTTP-Method",
+                    "X-Method-Override")
+
+
 def not_storable_reason(method: str, request_headers: Headers, status: int, headers: Headers,
                         heuristic_ttl: float) -> str | None:
     """Why a response may not be stored (None when it may); the rules of SPEC §4 "Never stored"."""
     if method != "GET":
         return "method"
+    if any(header_values(request_headers, name) for name in OVERRIDE_HEADERS):
+        return "override-header"
     if status in (206, 304) or status < 200 or status >= 500:
         return "status"
     req_cc = request_cache_control(request_headers)

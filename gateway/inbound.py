@@ -24,6 +24,10 @@ HOP_BY_HOP = frozenset({
 })
 # Set by the gateway itself from the connection, never copied from the client as is.
 FORWARDING = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+# Other forwarding facts a client could forge to change what a service answers, and so poison a
+# shared cache entry: kept only from FORWARDED_ALLOW_IPS peers, like X-Forwarded-Proto and -Host.
+TRUSTED_ONLY = frozenset({"forwarded", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-prefix",
+                          "x-forwarded-server", "x-forwarded-ssl"})
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,200}")
 CONTROL = re.compile(r"[\x00-\x20\x7f]")
 VIA = "1.1 gateway"
@@ -187,7 +191,8 @@ def build_call(environ: Mapping[str, Any], service: ServiceConfig, settings: Set
     forwarded_for = f"{given_for}, {peer}" if trusted and given_for else peer
     proto = (trusted and environ.get("HTTP_X_FORWARDED_PROTO")) or environ.get("wsgi.url_scheme", "http")
     forwarded_host = (trusted and environ.get("HTTP_X_FORWARDED_HOST")) or host
-    kept = [(k, v) for k, v in end_to_end(received) if k.lower() not in FORWARDING and k.lower() != "via"]
+    kept = [(k, v) for k, v in end_to_end(received) if k.lower() not in FORWARDING and k.lower() != "via"
+            and (trusted or k.lower() not in TRUSTED_ONLY)]
     via = environ.get("HTTP_VIA")
     upstream_headers = kept + [
         ("X-Forwarded-For", forwarded_for),
