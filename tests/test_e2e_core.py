@@ -296,3 +296,34 @@ def test_sigterm_drains_in_flight_requests(samples: SampleServices, tmp_path: Pa
         conn.close()
         assert gw.wait(timeout=15) == 0
     assert os.path.exists(REPO_ROOT / "wsgi.py")
+
+
+def test_five_hundred_concurrent_slow_calls(samples: SampleServices, tmp_path: Path) -> None:
+    """gevent concurrency and pooling: 500 calls in flight at once to a 300 ms service all succeed."""
+    import threading
+
+    env = {**samples.env(), "HEALTH_CHECK_INTERVAL": "0", "CB_TIMEOUT": "10"}
+    with start_gateway(env, 1, log_dir=tmp_path) as gw:
+        statuses: list[int] = []
+        lock = threading.Lock()
+        start = threading.Barrier(500)
+
+        def call() -> None:
+            start.wait()
+            try:
+                status = raw(gw, "GET", "/tracking/_debug/slow-headers?ms=300")[0]
+            except OSError:
+                status = 0
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=call) for _ in range(500)]
+        began = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        elapsed = time.monotonic() - began
+        assert statuses.count(200) == 500
+        assert elapsed < 20  # they ran concurrently, not one after another (500 x 0.3 s = 150 s)
+        assert "pool" not in gw.log_text().lower()
