@@ -17,9 +17,11 @@ from werkzeug.routing import WebsocketMismatch
 from blueprints.admin import admin
 from blueprints.ops import ops
 from blueprints.proxy import RestConverter, make_service_blueprint
+from blueprints.proxy_wsgi import ProxyWSGI
 from gateway import errors
 from gateway.breaker import BreakerRegistry
 from gateway.cache import ResponseCache
+from gateway.cache_tier import DEFAULT_BOUND as TIER_BOUND
 from gateway.config import Settings, load_settings
 from gateway.forwarder import forward_request
 from gateway.health import HealthMonitor
@@ -28,7 +30,7 @@ from gateway.instance_bus import InstanceBus
 from gateway.lifecycle import Lifecycle
 from gateway.messages import ProxyCall
 from gateway.redis_link import RedisLink
-from gateway.request_log import configure_logging, log_request
+from gateway.request_log import AccessLog, RequestLog, configure_logging
 from gateway.stats import GatewayStats
 from gateway.upstream import UpstreamClient
 
@@ -64,7 +66,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     bus = InstanceBus(run_dir) if link is None and run_dir and settings.web_concurrency > 1 else None
     breakers = BreakerRegistry(settings, link, listeners=[stats], bus=bus)
     breakers.init_app(app)
-    cache = ResponseCache(settings, link, stats=stats, bus=bus)
+    # With Redis, hot entries are also kept per worker for at most half a second, dropped at once on
+    # every invalidation or purge (pub/sub): a hit then costs no Redis round trip.
+    cache = ResponseCache(settings, link, stats=stats, bus=bus, tier_seconds=TIER_BOUND)
     cache.init_app(app)
     upstream = UpstreamClient(settings)
     upstream.init_app(app)
@@ -86,6 +90,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     cache.refresher = refresh_in_background
 
+    requests = RequestLog(AccessLog(access_log), stats)
+    # Proxied requests skip Flask's dispatch; everything else (and the blueprints' routes) stays Flask's.
+    app.wsgi_app = ProxyWSGI(app, app.wsgi_app, engine, settings, requests)  # type: ignore[method-assign]
+
     app.register_blueprint(ops)
     app.register_blueprint(admin)
     for service in settings.services.values():
@@ -101,26 +109,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     def finish_request(response: Response) -> Response:
         """Echo the request id and log (and count) the request once its body is done."""
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        call = g.get("call")
-        service = call.service.name if call is not None else None
-        fields = dict(
-            request_id=g.get("request_id"), method=request.method, path=request.path,
-            status=response.status_code, service=service, cache=g.get("cache_result"),
-            breaker=call.breaker if call is not None else None,
-            upstream_ms=round(call.upstream_s * 1000, 3) if call is not None and call.upstream_s is not None else None,
-            client_ip=call.client_ip if call is not None else request.remote_addr,
-        )
-        started = g.get("started", time.perf_counter())
-
-        def on_close() -> None:
-            duration = time.perf_counter() - started
-            log_request(access_log, duration_ms=round(duration * 1000, 3), **fields)
-            if service is not None:
-                stats.record_request(service, request_method, fields["status"], fields["cache"], duration,
-                                     call.upstream_s if call is not None else None)
-
-        request_method = request.method
-        response.call_on_close(on_close)
+        response.call_on_close(requests.closer(
+            g.get("started", time.perf_counter()), g.get("request_id"), request.method, request.path,
+            response.status_code, g.get("call"), g.get("cache_result"), request.remote_addr))
         return response
 
     @app.errorhandler(errors.GatewayError)
@@ -153,13 +144,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 def error_response(error: errors.GatewayError) -> Response:
     """Render a gateway error as a JSON response with its extra headers."""
-    body = errors.error_body(error, g.get("request_id"))
-    response = Response(body, status=error.status, mimetype="application/json")
-    for name, value in error.headers:
-        response.headers[name] = value
-    if error.status in (502, 503, 504):
-        response.headers["Cache-Control"] = "no-store"
-    return response
+    status, headers, body = errors.error_answer(error, g.get("request_id"))
+    return Response(body, status=status, headers=headers)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from werkzeug.routing import PathConverter
 from gateway.config import ServiceConfig
 from gateway.forwarder import forward_request
 from gateway.inbound import build_call
-from gateway.messages import ProxyResponse
+from gateway.messages import Headers, ProxyResponse, header_value, set_header
 
 FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -42,18 +42,29 @@ def make_service_blueprint(service: ServiceConfig) -> Blueprint:
     return blueprint
 
 
+def proxy_headers(result: ProxyResponse) -> Headers:
+    """The client's headers for an engine answer: the engine's as given, then Content-Length and X-Cache."""
+    headers: Headers = []
+    for name, value in result.headers:
+        if "\n" in value or "\r" in value:
+            raise ValueError("Header values must not contain newline characters.")  # as Werkzeug refuses them
+        headers.append((name, value))
+    if (isinstance(result.body, bytes) and result.status not in (204, 304)
+            and header_value(headers, "Content-Length") is None):
+        headers.append(("Content-Length", str(len(result.body))))
+    if result.cache is not None:
+        set_header(headers, "X-Cache", result.cache)
+        if result.cache_source is not None:
+            set_header(headers, "X-Cache-Source", result.cache_source)
+    return headers
+
+
 def to_response(result: ProxyResponse) -> Response:
     """Shape the engine's answer as a Flask response, headers exactly as the engine gives them."""
     response = ProxiedResponse(result.body, status=result.status)
     response.headers.clear()
-    for name, value in result.headers:
+    for name, value in proxy_headers(result):
         response.headers.add(name, value)
-    if isinstance(result.body, bytes) and result.status not in (204, 304) and "Content-Length" not in response.headers:
-        response.headers["Content-Length"] = str(len(result.body))
-    if result.cache is not None:
-        response.headers["X-Cache"] = result.cache
-        if result.cache_source is not None:
-            response.headers["X-Cache-Source"] = result.cache_source
     g.cache_result = result.cache
     for callback in result.on_close:
         response.call_on_close(callback)

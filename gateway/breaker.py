@@ -232,6 +232,11 @@ class CircuitBreaker(BreakerCalls):
             self._totals["timeouts"] += outcome is Outcome.TIMEOUT
 
     @property
+    def refusing(self) -> bool:
+        """True while calls are refused for sure (OPEN, its probe not yet due): a hint, read without the lock."""
+        return self._state == OPEN and not self._probe_due(self.clock())
+
+    @property
     def state(self) -> str:
         """CLOSED, OPEN or HALF_OPEN (OPEN past its reset timeout reads HALF_OPEN: the next call probes)."""
         with self._lock:
@@ -287,10 +292,14 @@ class BreakerRegistry:
         }
         if link is not None:
             from gateway.breaker_redis import BreakerScripts, SharedBreaker  # imports this module
+            from gateway.redis_subscription import Subscription
 
             scripts = BreakerScripts(link)
+            # Forced states are announced here, so no process keeps answering an OPEN it remembers.
+            self.subscription = Subscription(link, link.key("cb", "forced"), self._forget_open, self._forget_all)
             self._breakers = {
-                name: SharedBreaker(local.service, link, scripts, local, self.listeners, shared_clock)
+                name: SharedBreaker(local.service, link, scripts, local, self.listeners, shared_clock,
+                                    subscription=self.subscription)
                 for name, local in self._breakers.items()
             }
 
@@ -306,6 +315,17 @@ class BreakerRegistry:
         if self.bus is not None:
             self.bus.publish("breaker", {"service": name, "action": action})
         return snapshot  # type: ignore[no-any-return]
+
+    def _forget_open(self, name: bytes) -> None:
+        breaker = self._breakers.get(name.decode(errors="replace"))
+        if breaker is not None:
+            breaker.forget_open()
+
+    def _forget_all(self) -> None:
+        for breaker in getattr(self, "_breakers", {}).values():
+            forget = getattr(breaker, "forget_open", None)
+            if forget is not None:
+                forget()
 
     def _apply_forced(self, message: dict[str, Any]) -> None:
         breaker = self._breakers.get(str(message.get("service")))

@@ -16,6 +16,8 @@ is counted but changes no state.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from gateway.breaker import (
@@ -34,8 +36,10 @@ from gateway.clock import Clock
 from gateway.config import ServiceConfig
 from gateway.errors import CircuitOpen
 from gateway.redis_link import RedisLink, StoreUnavailable
+from gateway.redis_subscription import Subscription
 
 STATE_TTL_MS = 86_400_000  # an idle breaker's state is forgotten after a day without traffic
+HOLD_SECONDS = 0.5  # how long a process may answer an OPEN circuit without asking Redis again
 LATENCY_SAMPLES = 512
 
 _PRELUDE = """
@@ -80,34 +84,47 @@ end
 """
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
-# state ttl ms, reset timeout, lease seconds.
-# Reply: {verdict (go|probe|reject), ticket generation, retry_after, old state, new state}.
+# state ttl ms, reset timeout, lease seconds, rejects answered locally since the last call.
+# Reply: {verdict (go|probe|reject), ticket generation, retry_after, old state, new state, hold}
+# where hold (on a reject) is the seconds until the probe is due, 'forced' when forced open, or ''
+# when half-open (the probe in flight may end at any moment).
 _BEFORE = _PRELUDE + """
 local now = clock(ARGV[1])
 local st = load(KEYS[1], now)
 local old, new = '', ''
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local held = tonumber(ARGV[9]) or 0
+if held > 0 then
+  redis.call('HINCRBY', KEYS[2], 'rejects', held)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  local heldbucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
+  redis.call('HINCRBY', heldbucket, 'r', held)
+  redis.call('PEXPIRE', heldbucket, ARGV[5])
+end
 if st.state == 'OPEN' and st.forced ~= '1' and st.next_at ~= '' and now >= tonumber(st.next_at) then
   old, new = 'OPEN', 'HALF_OPEN'
   bump(KEYS[1], st, 'HALF_OPEN')
 end
-if st.state == 'CLOSED' then return {'go', token(st), 0, old, new} end
+if st.state == 'CLOSED' then return {'go', token(st), 0, old, new, ''} end
 if st.state == 'HALF_OPEN' and (st.lease == '' or now >= tonumber(st.lease)) then
   -- a new lease bumps the generation, so a lost probe that returns late changes nothing
   st.gen = tostring(tonumber(st.gen) + 1)
   redis.call('HSET', KEYS[1], 'gen', st.gen, 'lease', tostring(now + tonumber(ARGV[8])))
-  return {'probe', token(st), 0, old, new}
+  return {'probe', token(st), 0, old, new, ''}
 end
-local retry = 1
-if st.state == 'OPEN' and st.forced == '1' then retry = math.ceil(tonumber(ARGV[7]))
-elseif st.state == 'OPEN' then retry = math.ceil(tonumber(st.next_at) - now) end
+local retry, hold = 1, ''
+if st.state == 'OPEN' and st.forced == '1' then retry, hold = math.ceil(tonumber(ARGV[7])), 'forced'
+elseif st.state == 'OPEN' then
+  retry = math.ceil(tonumber(st.next_at) - now)
+  hold = tostring(tonumber(st.next_at) - now)
+end
 if retry < 1 then retry = 1 end
 redis.call('HINCRBY', KEYS[2], 'rejects', 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 local bucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
 redis.call('HINCRBY', bucket, 'r', 1)
 redis.call('PEXPIRE', bucket, ARGV[5])
-return {'reject', token(st), retry, old, new}
+return {'reject', token(st), retry, old, new, hold}
 """
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
@@ -223,8 +240,17 @@ class SharedBreaker(BreakerCalls):
     """One service's breaker kept in Redis, with its in-process twin as the fallback."""
 
     def __init__(self, service: ServiceConfig, link: RedisLink, scripts: BreakerScripts,
-                 fallback: CircuitBreaker, listeners: list[Any], now: Clock | None = None) -> None:
+                 fallback: CircuitBreaker, listeners: list[Any], now: Clock | None = None,
+                 subscription: Subscription | None = None, monotonic: Clock = time.monotonic) -> None:
         self.name = service.name
+        # While the circuit is OPEN, this process answers 503 itself for a moment (never past the
+        # probe's time, and only while it hears forced closes on ``subscription``): an open circuit
+        # then costs no Redis round trip per request. The probe is still decided in Redis.
+        self.subscription = subscription
+        self._monotonic = now if now is not None else monotonic  # tests drive the hold with their clock
+        self._open_until = 0.0  # monotonic time until which a call is refused without asking Redis
+        self._probe_at: float | None = None  # monotonic time the probe is due (None: forced open)
+        self._held_rejects = 0  # refused here, not yet added to Redis's counters
         self.service = service
         self.settings = service.breaker
         self.fallback = fallback
@@ -250,20 +276,65 @@ class SharedBreaker(BreakerCalls):
 
     def before_call(self) -> Ticket:
         """Ask Redis for a ticket (one EVALSHA); fall back to the local breaker if Redis is unavailable."""
+        if self._open_until:
+            self._refuse_if_held()
+        held = self._held_rejects
         try:
-            verdict, gen, retry_after, old, new = self._run(
+            verdict, gen, retry_after, old, new, hold = self._run(
                 self._scripts.before,
-                [*self._window_args, *self._ttl_args, repr(float(self.service.timeout) + 1)],
+                [*self._window_args, *self._ttl_args, repr(float(self.service.timeout) + 1), str(held)],
             )
         except StoreUnavailable:
             return self.fallback.before_call()
+        self._held_rejects -= held
         self._emit(old, new)
         verdict = _text(verdict)
         if verdict == "reject":
+            self._hold_open(_text(hold))
             notify(self.listeners, "on_reject", self.name)
             raise CircuitOpen(service=self.name, retry_after=int(retry_after))
         started = self.fallback.clock()
         return Ticket(self.name, verdict == "probe", ("redis", _text(gen)), started)
+
+    def _hold_open(self, hold: str) -> None:
+        """Remember an OPEN answer for at most HOLD_SECONDS, never past the probe's time."""
+        if self.subscription is None or not self.subscription.ensure() or not hold:
+            return
+        now = self._monotonic()
+        if hold == "forced":
+            self._probe_at, self._open_until = None, now + HOLD_SECONDS
+            return
+        try:
+            remaining = float(hold)
+        except ValueError:
+            return
+        if remaining > 0:
+            self._probe_at = now + remaining
+            self._open_until = now + min(HOLD_SECONDS, remaining)
+
+    def _refuse_if_held(self) -> None:
+        """Refuse the call here (raise CircuitOpen) while a recent OPEN answer holds."""
+        now = self._monotonic()
+        if now >= self._open_until or self.subscription is None or not self.subscription.live:
+            self._open_until = 0.0
+            return
+        self._held_rejects += 1
+        if self._probe_at is None:
+            retry_after = math.ceil(self.settings.reset_timeout)
+        else:
+            retry_after = math.ceil(self._probe_at - now)
+        notify(self.listeners, "on_reject", self.name)
+        raise CircuitOpen(service=self.name, retry_after=retry_after)
+
+    @property
+    def refusing(self) -> bool:
+        """True while this process holds a recent OPEN answer from Redis (calls are refused without asking)."""
+        return bool(self._open_until) and self._monotonic() < self._open_until and self.subscription is not None \
+            and self.subscription.live
+
+    def forget_open(self) -> None:
+        """Drop the remembered OPEN answer (a forced state changed somewhere, or the subscription restarted)."""
+        self._open_until = 0.0
 
     def after_call(self, ticket: Ticket, outcome: Outcome, latency_s: float) -> None:
         """Report a call's end to Redis (one EVALSHA), or to the local breaker while Redis is unavailable."""
@@ -297,8 +368,9 @@ class SharedBreaker(BreakerCalls):
         state = fields[1] if fields[1] in (CLOSED, OPEN, HALF_OPEN) else CLOSED
         names = ("successes", "failures", "timeouts", "rejects")
         totals = {name: int(value or 0) for name, value in zip(names, fields[5:9], strict=True)}
+        totals["rejects"] += self._held_rejects  # refused here, added to Redis with the next call
         window = WindowTotals(calls=int(fields[9]), failures=int(fields[10]), timeouts=int(fields[11]),
-                              rejects=int(fields[12]), latency_ms=float(fields[13]))
+                              rejects=int(fields[12]) + self._held_rejects, latency_ms=float(fields[13]))
         return build_snapshot(
             state=state, forced=fields[4] == "1", totals=totals, window=window,
             samples=[float(v) for v in fields[14:]], opened_at=_float_or_none(fields[2]),
@@ -309,10 +381,16 @@ class SharedBreaker(BreakerCalls):
         """Operator control, applied in Redis and to the local fallback, so it holds if Redis goes away."""
         if action not in ACTIONS:
             raise ValueError(f"unknown breaker action {action!r}")
+        self.forget_open()
         try:
             old, new = self._run(self._scripts.force, [*self._window_args, str(STATE_TTL_MS), action])
         except StoreUnavailable:
             return self.fallback.force(action)
+        if self.subscription is not None:
+            try:
+                self.subscription.publish(self.name.encode())  # every process drops its held OPEN answer
+            except StoreUnavailable:
+                pass  # their subscriptions fail too, which drops what they hold
         self.fallback.force(action, quiet=True)
         self._emit(old, new)
         return self.snapshot()

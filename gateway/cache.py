@@ -29,6 +29,9 @@ from gateway.redis_link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.cache")
 
+DECODED_MAX = 256  # decoded entries remembered per worker
+DECODED_MAX_BYTES = 16 * 1024  # larger values are decoded each time (hashing them would cost more)
+
 
 def sorted_query(query: str) -> str:
     """The query string with its parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` share a key)."""
@@ -90,6 +93,7 @@ class ResponseCache:
         # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None
+        self._decoded: dict[bytes, Entry] = {}  # stored bytes -> their entry (entries are never changed in place)
         self._inflight: dict[str, threading.Event] = {}
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
@@ -102,8 +106,8 @@ class ResponseCache:
 
     # -- the forwarder's entry point ------------------------------------------------------------
 
-    def begin(self, call: ProxyCall) -> Exchange:
-        """Look the request up (waiting for a concurrent identical miss) and return its exchange."""
+    def begin(self, call: ProxyCall, coalesce: bool = True) -> Exchange:
+        """Look the request up (waiting for a concurrent identical miss, if ``coalesce``) and return its exchange."""
         from gateway.cache_exchange import CachedExchange, InvalidatingExchange
 
         method = call.method.upper()
@@ -115,7 +119,7 @@ class ResponseCache:
             return Exchange(call, "BYPASS")
         exchange = CachedExchange(self, call)
         try:
-            exchange.lookup()
+            exchange.lookup(coalesce)
         except StoreUnavailable as exc:
             log.debug("cache store unavailable, bypassing: %s", exc)
             exchange.close()
@@ -148,7 +152,7 @@ class ResponseCache:
         for key, personal in self.keys_for(call):
             best: Entry | None = None
             for blob in self.store.get_variants(key, direct):
-                entry = decode(blob)
+                entry = self._decode(blob)
                 if entry is None or not entry.matches(call.headers):
                     continue
                 if credentials and not personal and "public" not in entry.cache_control:
@@ -158,6 +162,19 @@ class ResponseCache:
             if best is not None:
                 return best, key
         return None
+
+    def _decode(self, blob: bytes) -> Entry | None:
+        """``decode`` with a small memo: a hot entry's bytes are parsed and checked once, not on every hit."""
+        if len(blob) > DECODED_MAX_BYTES:
+            return decode(blob)
+        entry = self._decoded.get(blob)
+        if entry is None:
+            entry = decode(blob)
+            if entry is not None:
+                if len(self._decoded) >= DECODED_MAX:
+                    self._decoded.pop(next(iter(self._decoded), b""), None)
+                self._decoded[blob] = entry
+        return entry
 
     def key_to_store(self, call: ProxyCall, entry: Entry) -> str:
         """The key a new response goes under: personal for credentials unless shared public is allowed."""

@@ -18,7 +18,10 @@ class BroadcastMemoryStore:
     def __init__(self, store: MemoryStore, bus: InstanceBus) -> None:
         self.store = store
         self.bus = bus
-        bus.subscribe(TOPIC, self._apply, on_gap=self.store.purge)
+        bus.subscribe(TOPIC, self._apply, on_gap=self._drop_everything)
+
+    def _drop_everything(self) -> None:
+        self.store.purge()  # the bus lost messages: nothing cached here can be trusted
 
     def _apply(self, message: dict[str, Any]) -> None:
         if message.get("op") == "groups" and isinstance(message.get("groups"), list):

@@ -6,6 +6,7 @@ strings and bytes; anything that does not decode into exactly that shape is trea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -32,15 +33,21 @@ class Entry:
     vary_names: list[str] = field(default_factory=list)
     vary_values: list[str | None] = field(default_factory=list)
 
-    @property
+    # Entries are never changed in place once stored (a refresh makes a new one with
+    # dataclasses.replace), so what is derived from their headers is worked out once.
+    @functools.cached_property
     def cache_control(self) -> policy.CacheControl:
-        """The stored response's Cache-Control directives."""
+        """The stored response's Cache-Control directives (read-only)."""
         return policy.parse_cache_control(self.headers)
+
+    @functools.cached_property
+    def initial_age(self) -> float:
+        """The age the response had when it arrived (RFC 9111 §4.2.3)."""
+        return policy.initial_age(self.headers, self.request_time, self.response_time)
 
     def age(self, now: float) -> float:
         """Current age (RFC 9111 §4.2.3): the age on arrival plus the time resident here."""
-        start = policy.initial_age(self.headers, self.request_time, self.response_time)
-        return start + max(0.0, now - self.response_time)
+        return self.initial_age + max(0.0, now - self.response_time)
 
     def matches(self, request_headers: Headers) -> bool:
         """True when the request selects this variant (absent headers match only absent)."""

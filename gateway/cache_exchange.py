@@ -53,14 +53,14 @@ class CachedExchange(Exchange):
 
     # -- lookup ---------------------------------------------------------------------------------
 
-    def lookup(self) -> None:
+    def lookup(self, coalesce: bool = True) -> None:
         """Answer from the cache when allowed; otherwise prepare to go upstream (raises StoreUnavailable)."""
         found = self.cache.find(self.call)
         if found is not None and self._reuse(*found, allow_stale=True):
             return
         if "only-if-cached" in self.req_cc:
             raise OnlyIfCached(service=self.call.service.name)
-        if self.method == "GET" and "no-cache" not in self.req_cc and "no-store" not in self.req_cc:
+        if coalesce and self.method == "GET" and "no-cache" not in self.req_cc and "no-store" not in self.req_cc:
             self._coalesce()
 
     def _reuse(self, entry: Entry, key: str, *, allow_stale: bool) -> bool:

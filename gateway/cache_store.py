@@ -143,6 +143,7 @@ local ttl = tonumber(ARGV[3])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 redis.call('SADD', KEYS[2], KEYS[1])
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
 
@@ -198,11 +199,16 @@ class RedisStore:
         values = self.link.run(lambda c: c.hvals(self._entry_key(key)))
         return [v for v in values if isinstance(v, bytes)]
 
-    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float) -> bool:
-        """Store one variant with a TTL (milliseconds, at least 1 s) and index it under its path."""
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            announce: tuple[str, bytes] | None = None) -> bool:
+        """Store one variant with a TTL (milliseconds, at least 1 s) and index it under its path.
+
+        ``announce`` (channel, message) is published by the same script, at no extra round trip.
+        """
         ttl_ms = max(1000, int(ttl * 1000))
         keys = [self._entry_key(key), self._group_key(group)]
-        self.link.run(lambda c: self._put(keys=keys, args=[variant, blob, ttl_ms], client=c))
+        channel, message = announce or ("", b"")
+        self.link.run(lambda c: self._put(keys=keys, args=[variant, blob, ttl_ms, channel, message], client=c))
         return True
 
     def drop_groups(self, groups: list[str]) -> int:

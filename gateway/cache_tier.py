@@ -1,29 +1,29 @@
-"""A short-lived per-worker copy of hot Redis entries, dropped on every invalidation via Redis pub/sub.
+"""A short-lived per-worker copy of hot Redis entries (and misses), dropped on every change via Redis pub/sub.
 
 Each hit on Redis costs a round trip, which halves throughput under gevent; a hot key read many
 times a second can be served from the worker's memory instead. Correctness rests on two bounds:
 a copy is never older than ``bound`` seconds (under 1 s, SPEC §4's limit for invalidations to reach
-every worker), and every invalidation or purge is published so other workers and instances drop
-their copies at once. The tier only answers while its subscription is live: messages could be
-missed otherwise.
+every worker), and every change is published so other workers and instances drop their copies at
+once: invalidations and purges drop every copy, a store drops the copies of its key (a remembered
+miss included). The tier only answers while its subscription is live: messages could be missed
+otherwise.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from gateway.cache_store import RedisStore
 from gateway.redis_link import StoreUnavailable
+from gateway.redis_subscription import Subscription
 
 log = logging.getLogger("gateway.cache")
 
-RETRY_SECONDS = 0.5
+DEFAULT_BOUND = 0.5  # seconds a worker may answer from its copy (SPEC §4 allows invalidations 1 s)
 
 
 class TieredStore:
@@ -41,24 +41,28 @@ class TieredStore:
         self._monotonic = monotonic
         self._copies: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._listening = False
-        self._stopped = False
+        self._generation = 0  # bumped by every drop, so a read that raced one is not kept
+        self.subscription = Subscription(self.link, self.channel, on_message=self._on_message,
+                                         on_reset=self.clear_copies)
 
     # -- the tier ----------------------------------------------------------------------------------
 
     def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
         """Serve a recent copy when the subscription is live; otherwise read Redis (and keep a copy)."""
-        self._ensure_listener()
+        listening = self.subscription.ensure()
         now = self._monotonic()
-        if not direct and self._listening:
+        if not direct and listening:
             with self._lock:
                 copy = self._copies.get(key)
                 if copy is not None and copy[0] > now:
                     self._copies.move_to_end(key)
                     return copy[1]
+        generation = self._generation
         values = self.redis.get_variants(key)
-        if values and self._listening:  # misses are not copied: a new entry must be seen at once
+        # Misses are copied too (an open circuit then costs no round trip): every store announces its
+        # key, so a copy of a miss goes as soon as the entry exists. A read that a drop overtook on
+        # its way back from Redis is not kept.
+        if self.subscription.live and generation == self._generation:
             with self._lock:
                 self._copies[key] = (now + self.bound, values)
                 self._copies.move_to_end(key)
@@ -66,16 +70,27 @@ class TieredStore:
                     self._copies.popitem(last=False)
         return values
 
+    def _on_message(self, data: bytes) -> None:
+        """``k:<key>``: that key was stored (drop its copy); anything else: drop every copy."""
+        if data.startswith(b"k:"):
+            with self._lock:
+                self._generation += 1
+                self._copies.pop(data[2:].decode(errors="replace"), None)
+        else:
+            self.clear_copies()
+
     def clear_copies(self) -> None:
         """Drop every copy held by this worker."""
         with self._lock:
+            self._generation += 1
             self._copies.clear()
 
     def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float) -> bool:
-        """Store in Redis and drop this worker's copy of the key."""
+        """Store in Redis and drop every worker's copy of the key (announced by the store script)."""
         with self._lock:
+            self._generation += 1
             self._copies.pop(key, None)
-        return self.redis.put(key, group, variant, blob, ttl)
+        return self.redis.put(key, group, variant, blob, ttl, announce=(self.channel, b"k:" + key.encode()))
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop the paths in Redis, then tell every worker and instance to drop their copies."""
@@ -94,7 +109,7 @@ class TieredStore:
     def _announce(self) -> None:
         self.clear_copies()
         try:
-            self.link.run(lambda c: c.publish(self.channel, b"drop"))
+            self.subscription.publish(b"drop")
         except StoreUnavailable:
             pass  # other workers' listeners lose the connection too, and clear their copies themselves
 
@@ -116,50 +131,11 @@ class TieredStore:
         """Redis's figures (the copies are a fraction of a second of the same entries)."""
         return self.redis.snapshot()
 
-    # -- the subscription --------------------------------------------------------------------------
-
-    def _ensure_listener(self) -> None:
-        """Start one listener per process (lazily: threads do not survive gunicorn's fork)."""
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._lock:
-            if self._pid == pid:
-                return
-            self._pid = pid
-            self._listening = False
-            self._copies.clear()
-        threading.Thread(target=self._listen, name="cache-invalidations", daemon=True).start()
-
-    def _listen(self) -> None:
-        while not self._stopped:
-            pubsub: Any = None
-            try:
-                pubsub = self.link.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
-                self.clear_copies()
-                self._listening = True
-                while not self._stopped:
-                    if pubsub.get_message(timeout=0.2) is not None:
-                        self.clear_copies()
-            except Exception:  # any failure: stop answering from copies until subscribed again
-                log.debug("cache invalidation listener lost its connection", exc_info=True)
-            finally:
-                self._listening = False
-                self.clear_copies()
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:
-                        pass
-            if not self._stopped:
-                time.sleep(RETRY_SECONDS)
-
     def stop(self) -> None:
         """Stop the listener (tests and shutdown)."""
-        self._stopped = True
+        self.subscription.stop()
 
     @property
     def listening(self) -> bool:
         """True while invalidations are being received."""
-        return self._listening
+        return self.subscription.live

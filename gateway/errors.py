@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 
+from gateway.messages import set_header
+
 
 class GatewayError(Exception):
     """An error answered by the gateway itself, never a traceback."""
@@ -114,3 +116,15 @@ def error_body(error: GatewayError, request_id: str | None) -> bytes:
         payload["service"] = error.service
     payload["request_id"] = request_id
     return json.dumps({"error": payload}).encode()
+
+
+def error_answer(error: GatewayError, request_id: str | None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and JSON body of an error answer (its own headers; ``no-store`` on 502/503/504)."""
+    headers = [("Content-Type", "application/json")]
+    for name, value in error.headers:
+        set_header(headers, name, value)
+    if error.status in (502, 503, 504):
+        set_header(headers, "Cache-Control", "no-store")
+    body = error_body(error, request_id)
+    headers.append(("Content-Length", str(len(body))))
+    return error.status, headers, body

@@ -31,11 +31,13 @@ class Engine(Protocol):
 
 def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
     """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker."""
-    exchange = gw.cache.begin(call)
+    breaker = gw.breakers[call.service.name]
+    # While the circuit refuses calls nothing goes upstream, so there is no call to coalesce: only
+    # the lookup is worth its cost (a fresh or stale entry may still answer).
+    exchange = gw.cache.begin(call, coalesce=not breaker.refusing)
     try:
         if exchange.response is not None:
             return exchange.response
-        breaker = gw.breakers[call.service.name]
         try:
             ticket = breaker.before_call()
         except CircuitOpen as error:
@@ -51,11 +53,19 @@ def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
             breaker.after_call(ticket, outcome, call.upstream_s)
             return exchange.on_error(error)
         call.upstream_s = upstream.elapsed
+        if upstream.status >= 500:
+            # A 5xx is a failure whatever its body: count it now, before the client has the answer,
+            # so the next request (on any worker or instance) already meets the updated breaker.
+            breaker.after_call(ticket, Outcome.FAILURE, upstream.elapsed)
+            return exchange.on_response(upstream, _counted)
 
         def done(ok: bool) -> None:
-            failed = not ok or upstream.status >= 500
-            breaker.after_call(ticket, Outcome.FAILURE if failed else Outcome.SUCCESS, upstream.elapsed)
+            breaker.after_call(ticket, Outcome.SUCCESS if ok else Outcome.FAILURE, upstream.elapsed)
 
         return exchange.on_response(upstream, done)
     finally:
         exchange.close()
+
+
+def _counted(ok: bool) -> None:
+    """The call's outcome was already told to the breaker."""

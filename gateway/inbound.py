@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -28,6 +28,8 @@ FORWARDING = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwa
 # shared cache entry: kept only from FORWARDED_ALLOW_IPS peers, like X-Forwarded-Proto and -Host.
 TRUSTED_ONLY = frozenset({"forwarded", "x-forwarded-port", "x-forwarded-scheme", "x-forwarded-prefix",
                           "x-forwarded-server", "x-forwarded-ssl"})
+NOT_FORWARDED_TRUSTED = FORWARDING | {"via"}  # replaced by the gateway's own values
+NOT_FORWARDED = NOT_FORWARDED_TRUSTED | TRUSTED_ONLY
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,200}")
 CONTROL = re.compile(r"[\x00-\x20\x7f]")
 VIA = "1.1 gateway"
@@ -38,7 +40,7 @@ def request_id_from(environ: Mapping[str, Any]) -> str:
     given = environ.get("HTTP_X_REQUEST_ID")
     if given and REQUEST_ID.fullmatch(given):
         return str(given)
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as uuid4 without building a UUID
 
 
 def raw_target(environ: Mapping[str, Any]) -> str:
@@ -55,6 +57,8 @@ def check_path(raw_path: str) -> None:
     """Reject dot segments and encoded slashes or backslashes (after one percent-decode)."""
     if not raw_path.startswith("/") or CONTROL.search(raw_path):
         raise BadPath()
+    if "%" not in raw_path and "." not in raw_path and "\\" not in raw_path:
+        return  # nothing to decode and no dot segment: the common case, decided without decoding
     lowered = raw_path.lower()
     if "%2f" in lowered or "%5c" in lowered:
         raise BadPath()
@@ -117,10 +121,10 @@ def request_headers(environ: Mapping[str, Any]) -> Headers:
 
 def end_to_end(headers: Headers) -> Headers:
     """Drop hop-by-hop headers, including any the ``Connection`` header names."""
-    named = set(HOP_BY_HOP)
+    named = HOP_BY_HOP
     for key, value in headers:
         if key.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
+            named = named | {token.strip().lower() for token in value.split(",")}
     return [(k, v) for k, v in headers if k.lower() not in named]
 
 
@@ -191,8 +195,9 @@ def build_call(environ: Mapping[str, Any], service: ServiceConfig, settings: Set
     forwarded_for = f"{given_for}, {peer}" if trusted and given_for else peer
     proto = (trusted and environ.get("HTTP_X_FORWARDED_PROTO")) or environ.get("wsgi.url_scheme", "http")
     forwarded_host = (trusted and environ.get("HTTP_X_FORWARDED_HOST")) or host
-    kept = [(k, v) for k, v in end_to_end(received) if k.lower() not in FORWARDING and k.lower() != "via"
-            and (trusted or k.lower() not in TRUSTED_ONLY)]
+    headers = end_to_end(received)
+    dropped = NOT_FORWARDED_TRUSTED if trusted else NOT_FORWARDED
+    kept = [(k, v) for k, v in headers if k.lower() not in dropped]
     via = environ.get("HTTP_VIA")
     upstream_headers = kept + [
         ("X-Forwarded-For", forwarded_for),
@@ -208,7 +213,7 @@ def build_call(environ: Mapping[str, Any], service: ServiceConfig, settings: Set
         path=raw_path,
         query=query,
         host=host.lower(),
-        headers=end_to_end(received),
+        headers=headers,
         body=body,
         request_id=request_id,
         client_ip=client_ip_from(peer, given_for, settings.forwarded_allow_ips),

@@ -34,6 +34,17 @@ def without_headers(headers: Headers, *names: str) -> Headers:
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
+def set_header(headers: Headers, name: str, value: str) -> None:
+    """Replace the first ``name`` header in place and drop the others, or append it (Werkzeug's ``set``)."""
+    lname = name.lower()
+    for index, (key, _) in enumerate(headers):
+        if key.lower() == lname:
+            headers[index] = (name, value)
+            headers[index + 1:] = [(k, v) for k, v in headers[index + 1:] if k.lower() != lname]
+            return
+    headers.append((name, value))
+
+
 @dataclass
 class ProxyCall:
     """One client request on its way to a service, already parsed and validated."""

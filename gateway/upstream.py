@@ -55,12 +55,9 @@ class ServicePool:
                 conn.sock.settimeout(timeout)
                 return conn, True
         if self.https:
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=self._ssl_context
-            )
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        return conn, False
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self._ssl_context), False
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout), False
 
     def release(self, conn: http.client.HTTPConnection) -> None:
         """Keep ``conn`` for the next call, unless the pool is full or the connection is done."""

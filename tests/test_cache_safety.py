@@ -120,8 +120,9 @@ def test_unkeyed_headers_cannot_poison_an_entry(gateway: GatewayProcess, name: s
         assert seen["x-forwarded-host"] == [HOST] and seen["x-forwarded-proto"] == ["http"]
         assert json.loads(victim.body)["method"] == "GET"
         assert json.loads(victim.body)["raw_target"] == target.removeprefix("/restaurants")
-    # Nothing was invalidated or purged by the attacker's headers.
-    assert get(gateway, target).x_cache == "HIT"
+    # Nothing was invalidated or purged by the attacker's headers: the victims' entry still answers
+    # (a few tries, since with the memory store only the worker that stored it has it).
+    assert any(get(gateway, target).x_cache == "HIT" for _ in range(8))
 
 
 @pytest.mark.parametrize("query", ["cc=no-store", "cc=private,max-age=60", "cc=public,max-age=60&hdr=Set-Cookie:sid=1",

@@ -36,6 +36,7 @@ def upstream(status: int = 200, chunks: list[bytes] | None = None, error: Except
 class FakeBreaker:
     open_for: int | None = None
     results: list[tuple[Outcome, float]] = field(default_factory=list)
+    refusing: bool = False
 
     def before_call(self) -> Ticket:
         if self.open_for is not None:
@@ -63,7 +64,7 @@ class FakeCache:
         self.factory = exchange_factory
         self.closed = 0
 
-    def begin(self, call: ProxyCall) -> Exchange:
+    def begin(self, call: ProxyCall, coalesce: bool = True) -> Exchange:
         exchange = self.factory(call)
         original = exchange.close
 
