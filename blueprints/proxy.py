@@ -7,7 +7,7 @@ from werkzeug.routing import PathConverter
 
 from gateway.config import ServiceConfig
 from gateway.forwarder import forward_request
-from gateway.inbound import build_call
+from gateway.inbound import VIA, build_call
 from gateway.messages import Headers, ProxyResponse, header_value, set_header
 
 FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -45,10 +45,15 @@ def make_service_blueprint(service: ServiceConfig) -> Blueprint:
 def proxy_headers(result: ProxyResponse) -> Headers:
     """The client's headers for an engine answer: the engine's as given, then Content-Length and X-Cache."""
     headers: Headers = []
+    via = VIA
     for name, value in result.headers:
         if "\n" in value or "\r" in value:
             raise ValueError("Header values must not contain newline characters.")  # as Werkzeug refuses them
+        if name.lower() == "via":
+            via = f"{value}, {VIA}"  # the gateway is the last hop on the way back
+            continue
         headers.append((name, value))
+    headers.append(("Via", via))
     if (isinstance(result.body, bytes) and result.status not in (204, 304)
             and header_value(headers, "Content-Length") is None):
         headers.append(("Content-Length", str(len(result.body))))

@@ -106,6 +106,7 @@ def test_headers_both_ways(gateway: GatewayProcess) -> None:
     assert got["via"] == "1.0 edge, 1.1 gateway"
     assert got["host"].startswith("127.0.0.1:")
     assert values(headers, "X-Request-ID") == ["trace-42"]
+    assert values(headers, "Via") == ["1.1 gateway"]
 
 
 def test_bad_request_id_is_replaced(gateway: GatewayProcess) -> None:
