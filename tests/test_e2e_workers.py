@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_invalidation_and_forced_states_reach_every_worker(clean_samples: SampleServices, tmp_path: Path) -> None:
-    env = {**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", "ADMIN_TOKEN": "adm"}
+    env = {**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", "ADMIN_TOKEN": "admin-token-e2e"}
     with start_gateway(env, 2, log_dir=tmp_path) as gw:
         # New connection per request: both workers answer, and both cache order 2.
         before = [requests.get(gw.url + "/orders/2", timeout=5) for _ in range(16)]
@@ -23,7 +23,7 @@ def test_invalidation_and_forced_states_reach_every_worker(clean_samples: Sample
         after = [requests.get(gw.url + "/orders/2", timeout=5) for _ in range(16)]
         assert all(r.json()["status"] == "delivered" for r in after)  # no worker kept the old copy
 
-        auth = {"Authorization": "Bearer adm"}
+        auth = {"Authorization": "Bearer admin-token-e2e"}
         assert requests.post(gw.url + "/admin/circuit-breakers/order-service/open", headers=auth,
                              timeout=5).status_code == 200
         statuses = [requests.get(gw.url + f"/orders/_debug/status/204?x={i}", timeout=5).status_code

@@ -395,3 +395,9 @@ def start_gateway(env: Mapping[str, str], workers: int = 1, extra_args: Sequence
         yield gateway
     finally:
         gateway.stop()
+    # Every gateway of the whole suite, whatever its test did: its tokens never reach its logs.
+    logs = gateway.log_text()
+    for name in ("ADMIN_TOKEN", "OPS_TOKEN"):
+        token = env.get(name) or ""
+        if len(token) >= 8 and token in logs:
+            raise AssertionError(f"the gateway logged the value of {name}")
