@@ -26,7 +26,7 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -o addopts="" -p no:cacheprovider -q
 
-## bench: wrk benchmarks against a running gunicorn (prints the table)
+## bench: wrk benchmarks; starts redis, an upstream, baselines and the gateway itself (prints the table)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
