@@ -1,4 +1,4 @@
-"""The wrk-driven cases (issue "Cases and targets" 1–5), each run alternately against its baseline."""
+"""The wrk-driven cases (cases 1–5), each run alternately against its baseline."""
 
 from __future__ import annotations
 

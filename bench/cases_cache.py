@@ -1,4 +1,4 @@
-"""The cases that count upstream calls (issue "Cases and targets" 6–7): stampede, the seed's pattern, Zipf keys."""
+"""The cases that count upstream calls (cases 6–7): stampede, the TTL pattern, Zipf keys."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def stampede(bench: Bench, gateway: Server, mode: str) -> list[Row]:
                 max(calls) <= expected and min(calls) >= 1, problems, {"calls": calls, "answers": dict(statuses)})]
 
 
-def seed_pattern(bench: Bench, gateway: Server, mode: str) -> list[Row]:
+def ttl_pattern(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     """Case 7a: 10 GETs, wait past the 1 s TTL, 10 GETs (each on a new connection); count hits and calls."""
     path = f"{TTL_PREFIX}/123"
     client.call(gateway.port, "DELETE", "/admin/cache?path=" + path,
@@ -56,7 +56,7 @@ def seed_pattern(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     results = Counter(a.headers.get("x-cache", "none") for a in answers)
     hits = results["HIT"]
     problems = [f"GET {path} answered {a.status}" for a in answers if a.status != 200][:3]
-    return [Row("7", "seed pattern: 20 GETs of one path across one TTL expiry", mode, "hits / upstream calls",
+    return [Row("7", "TTL pattern: 20 GETs of one path across one TTL expiry", mode, "hits / upstream calls",
                 f"{hits} / {calls}", "", f"X-Cache {dict(results)}", "18 / 2", hits == 18 and calls == 2, problems,
                 {"x_cache": dict(results), "upstream_calls": calls})]
 

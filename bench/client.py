@@ -1,4 +1,4 @@
-"""Plain HTTP calls the cases make outside wrk: control endpoints, the stampede and the seed's pattern."""
+"""Plain HTTP calls the cases make outside wrk: control endpoints, the stampede and the TTL pattern."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ CASES: dict[str, tuple[list[Case], bool]] = {
     "4": ([cases.circuit_open], True),
     "5": ([cases.slow_upstream], False),
     "6": ([cases_cache.stampede], True),
-    "7": ([cases_cache.seed_pattern, cases_cache.zipf_keys], True),
+    "7": ([cases_cache.ttl_pattern, cases_cache.zipf_keys], True),
 }
 # The open-circuit case runs last: a forced state that some worker fails to drop must not spoil the others.
 RUN_ORDER = ("1", "2", "3", "5", "6", "7", "4")

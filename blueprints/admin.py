@@ -1,4 +1,4 @@
-"""Operator endpoints (SPEC §7): purge the cache, force a circuit breaker; bearer ``ADMIN_TOKEN`` only.
+"""Operator endpoints: purge the cache, force a circuit breaker; bearer ``ADMIN_TOKEN`` only.
 
 The blueprint parses and authenticates; the cache and the breakers do the work.
 """

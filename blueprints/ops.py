@@ -1,4 +1,4 @@
-"""Observability endpoints (SPEC §6): health, service health, stats, Prometheus metrics, dashboard.
+"""Observability endpoints: health, service health, stats, Prometheus metrics, dashboard.
 
 ``/health`` is always open (load balancers call it). The others need ``OPS_TOKEN`` when it is set,
 as a bearer token or as the password of HTTP basic auth, so a browser can open the dashboard.

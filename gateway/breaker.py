@@ -1,6 +1,6 @@
 """Per-service circuit breakers: a rolling error-rate window, one probe in half-open, no lock across calls.
 
-The state machine (SPEC §5)::
+The state machine::
 
     CLOSED ──(>= volume calls in window, failure % > threshold)──► OPEN
     OPEN ──(reset timeout elapsed; next call is the probe)──► HALF_OPEN
@@ -86,7 +86,7 @@ def notify(listeners: Iterable[Any], hook: str, *args: Any) -> None:
 
 
 class BreakerCalls:
-    """The design card's decorator style, shared by the local and the Redis-backed breaker."""
+    """The decorator style (a breaker wraps the upstream call), shared by the local and the Redis-backed breaker."""
 
     name: str
 
@@ -243,7 +243,7 @@ class CircuitBreaker(BreakerCalls):
             return HALF_OPEN if self._probe_due(self.clock()) else self._state
 
     def snapshot(self) -> dict[str, Any]:
-        """The SPEC §6 statistics of this breaker."""
+        """The ``/stats/circuit-breakers`` figures of this breaker."""
         now = self.clock()
         with self._lock:
             return build_snapshot(

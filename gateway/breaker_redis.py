@@ -359,7 +359,7 @@ class SharedBreaker(BreakerCalls):
         return str(self.snapshot()["state"])
 
     def snapshot(self) -> dict[str, Any]:
-        """The SPEC §6 statistics of this breaker, gateway-wide (local ones while Redis is unavailable)."""
+        """This breaker's ``/stats/circuit-breakers`` figures, gateway-wide (local while Redis is down)."""
         try:
             reply = self._run(self._scripts.snapshot, self._window_args)
         except StoreUnavailable:

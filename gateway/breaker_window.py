@@ -102,7 +102,7 @@ class RollingWindow:
 def build_snapshot(*, state: str, forced: bool, totals: dict[str, int], window: WindowTotals,
                    samples: Iterable[float], opened_at: float | None, next_attempt_at: float | None,
                    store: str) -> dict[str, Any]:
-    """Assemble the SPEC §6 fields of one breaker (plus the window counts, ``forced`` and ``store``)."""
+    """Assemble one breaker's ``/stats/circuit-breakers`` fields (plus window counts, ``forced``, ``store``)."""
     calls = window.calls
     return {
         "state": state,

@@ -1,7 +1,7 @@
 """One request's dealings with the cache: reuse, revalidate, store, serve stale, invalidate.
 
 ``CachedExchange`` carries a GET or HEAD through the forwarder's flow; ``InvalidatingExchange``
-carries a write and drops what it made stale. ``X-Cache`` labels (SPEC §4): HIT a fresh entry
+carries a write and drops what it made stale. ``X-Cache`` labels: HIT a fresh entry
 reused (also by a coalesced waiter, and a 304 answered to a client's conditional request); MISS
 fetched and stored; REVALIDATED an upstream 304 refreshed the entry; STALE an expired entry served
 on error, under stale-while-revalidate or within a client's max-stale; BYPASS everything that was

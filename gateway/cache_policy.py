@@ -140,7 +140,7 @@ OVERRIDE_HEADERS = ("X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override",
 
 def not_storable_reason(method: str, request_headers: Headers, status: int, headers: Headers,
                         heuristic_ttl: float) -> str | None:
-    """Why a response may not be stored (None when it may); the rules of SPEC §4 "Never stored"."""
+    """Why a response may not be stored (None when it may); the "never stored" rules."""
     if method != "GET":
         return "method"
     if any(header_values(request_headers, name) for name in OVERRIDE_HEADERS):

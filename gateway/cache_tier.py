@@ -2,7 +2,7 @@
 
 Each hit on Redis costs a round trip, which halves throughput under gevent; a hot key read many
 times a second can be served from the worker's memory instead. Correctness rests on two bounds:
-a copy is never older than ``bound`` seconds (under 1 s, SPEC §4's limit for invalidations to reach
+a copy is never older than ``bound`` seconds (under 1 s, the limit for invalidations to reach
 every worker), and every change is published so other workers and instances drop their copies at
 once: invalidations and purges drop every copy, a store drops the copies of its key (a remembered
 miss included). The tier only answers while its subscription is live: messages could be missed
@@ -23,7 +23,7 @@ from gateway.redis_subscription import Subscription
 
 log = logging.getLogger("gateway.cache")
 
-DEFAULT_BOUND = 0.5  # seconds a worker may answer from its copy (SPEC §4 allows invalidations 1 s)
+DEFAULT_BOUND = 0.5  # seconds a worker may answer from its copy (invalidations must reach every worker within 1 s)
 
 
 class TieredStore:

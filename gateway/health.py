@@ -41,7 +41,7 @@ Check = tuple[float, bool, float]  # (epoch seconds, passed, latency in ms)
 
 
 def classify(history: list[Check]) -> str:
-    """SPEC §6 status of a time-ordered check history: down, degraded, healthy or unknown."""
+    """Status of a time-ordered check history: down, degraded, healthy or unknown."""
     if not history:
         return "unknown"
     last = history[-10:]

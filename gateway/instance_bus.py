@@ -1,7 +1,7 @@
 """Messages between the workers of one gateway instance when there is no Redis.
 
 Without ``REDIS_URL`` each worker keeps its own cache and breakers, yet a write answered by one
-worker must drop the cached entry in all of them (SPEC: "on every worker ... within 1 s"), and an
+worker must drop the cached entry in all of them (on every worker, within 1 s), and an
 operator's forced breaker state must hold whichever worker answers. So each such event is appended
 as one JSON line to a log in the instance's run directory, and every worker reads what its
 siblings appended before it looks up the cache or asks a breaker.

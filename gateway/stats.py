@@ -323,7 +323,7 @@ class GatewayStats:
         return merged, others, False
 
     def cache_stats(self) -> dict[str, Any]:
-        """SPEC §6 ``/stats/cache``: the last five minutes, rolling, plus the store's size now."""
+        """``/stats/cache``: the last five minutes, rolling, plus the store's size now."""
         now = int(self.clock())
         buckets, others, _ = self._gathered("c", now - CACHE_WINDOW + 1, now)
         c = sum_window(buckets, now - CACHE_WINDOW + 1, now)
@@ -353,7 +353,7 @@ class GatewayStats:
         return {"keys": size.get("keys"), "memory_used_bytes": size.get("memory_used_bytes")}
 
     def breaker_stats(self, registry: Any = None) -> dict[str, Any]:
-        """SPEC §6 ``/stats/circuit-breakers`` for every configured service."""
+        """``/stats/circuit-breakers`` for every configured service."""
         registry = registry if registry is not None else self._extensions.get("gateway.breakers")
         now = self.clock()
         last = int(now)

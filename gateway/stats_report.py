@@ -1,4 +1,4 @@
-"""Turn merged counters into the SPEC §6 figures: pure functions, no I/O.
+"""Turn merged counters into the ``/stats/*`` figures: pure functions, no I/O.
 
 Counter names: per-second cache buckets hold ``req``, ``hit``, ``miss``, ``stale``, ``revalidated``,
 ``bypass``, ``coalesced``, ``upstream`` and the latency sums ``hit_us``/``miss_us``; breaker window

@@ -26,7 +26,7 @@ def new_prefix() -> str:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings with the order service and the defaults of SPEC §2."""
+    """Settings with the order service and the default settings."""
     return replace(Settings(services={SERVICE.name: SERVICE}), **overrides)
 
 

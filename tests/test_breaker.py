@@ -93,7 +93,7 @@ def make() -> Any:
 
 
 class TestBreakerScenarios:
-    """The SPEC §5 rules; every test here also runs against Redis."""
+    """The breaker's rules; every test here also runs against Redis."""
 
     def test_opens_on_the_third_failure_with_defaults(self, make: Any) -> None:
         h = make()

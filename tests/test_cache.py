@@ -1,4 +1,4 @@
-"""ResponseCache on both stores: the seed timeline, credentials, invalidation, validation, stale, purge."""
+"""ResponseCache on both stores: the 20-request timeline, credentials, invalidation, validation, stale, purge."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def source_of(gw: Gateway) -> str:
     return gw.cache.store.source
 
 
-def test_seed_timeline(gw: Gateway) -> None:
+def test_twenty_request_timeline(gw: Gateway) -> None:
     labels = [gw.request().cache for _ in range(19)]
     assert labels == ["MISS"] + ["HIT"] * 18
     gw.clock.advance(300.5)
