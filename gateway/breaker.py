@@ -237,6 +237,11 @@ class CircuitBreaker(BreakerCalls):
         return self._state == OPEN and not self._probe_due(self.clock())
 
     @property
+    def forced(self) -> bool:
+        """Whether an operator forced this breaker open (it holds until close or reset)."""
+        return self._forced
+
+    @property
     def state(self) -> str:
         """CLOSED, OPEN or HALF_OPEN (OPEN past its reset timeout reads HALF_OPEN: the next call probes)."""
         with self._lock:

@@ -254,6 +254,7 @@ class SharedBreaker(BreakerCalls):
         self.service = service
         self.settings = service.breaker
         self.fallback = fallback
+        self._on_fallback = False  # whether the last call had to use the local breaker
         self.listeners = listeners
         self._link = link
         self._scripts = scripts
@@ -285,7 +286,8 @@ class SharedBreaker(BreakerCalls):
                 [*self._window_args, *self._ttl_args, repr(float(self.service.timeout) + 1), str(held)],
             )
         except StoreUnavailable:
-            return self.fallback.before_call()
+            return self._fallback_before_call()
+        self._on_fallback = False
         self._held_rejects -= held
         self._emit(old, new)
         verdict = _text(verdict)
@@ -295,6 +297,18 @@ class SharedBreaker(BreakerCalls):
             raise CircuitOpen(service=self.name, retry_after=int(retry_after))
         started = self.fallback.clock()
         return Ticket(self.name, verdict == "probe", ("redis", _text(gen)), started)
+
+    def _fallback_before_call(self) -> Ticket:
+        """Use the local breaker; at the start of an outage it starts fresh, unless an operator forced it.
+
+        Its state was left by an earlier outage, maybe long ago: an OPEN from then must not shut out
+        a healthy service now (its probe would make every concurrent request a 503).
+        """
+        if not self._on_fallback:
+            self._on_fallback = True
+            if not self.fallback.forced:
+                self.fallback.force("close", quiet=True)
+        return self.fallback.before_call()
 
     def _hold_open(self, hold: str) -> None:
         """Remember an OPEN answer for at most HOLD_SECONDS, never past the probe's time."""

@@ -189,3 +189,30 @@ def test_forced_open_holds_through_a_redis_outage(redis_server: Any, links: list
     assert (snap["store"], snap["state"], snap["forced"]) == ("local", OPEN, True)
     assert breaker.force("close")["state"] == CLOSED  # with Redis down, the local breaker obeys
     breaker.after_call(breaker.before_call(), S, 0.01)
+
+
+def test_a_later_outage_starts_from_a_fresh_local_breaker(redis_server: Any, links: list[RedisLink]) -> None:
+    link = link_to(redis_server, links, new_prefix(), skip_seconds=0.05)
+    breaker = BreakerRegistry(breaker_settings(), link)[SERVICE]
+    redis_server.kill()
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    with pytest.raises(CircuitOpen):  # the first outage opened the local breaker
+        breaker.before_call()
+    redis_server.start()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            ticket = breaker.before_call()
+        except CircuitOpen:
+            ticket = None
+        if ticket is not None and ticket.generation[0] == "redis":
+            break
+        assert time.monotonic() < deadline, "never went back to Redis"
+        time.sleep(0.06)
+    breaker.after_call(ticket, S, 0.01)
+    redis_server.kill()  # a second outage: the state left by the first one must not shut the service out
+    local = breaker.before_call()
+    assert local.generation[0] == "local" and not local.probe
+    breaker.after_call(local, S, 0.01)
+    assert breaker.snapshot()["state"] == CLOSED
