@@ -60,8 +60,8 @@ def is_event_stream(upstream: UpstreamResponse) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
-def _ignore(ok: bool) -> None:
-    return None
+def outcome_told(ok: bool) -> None:
+    """A ``Done`` for a call whose outcome the breaker was already told (at its headers)."""
 
 
 class Exchange:
@@ -86,7 +86,7 @@ class Exchange:
         if is_event_stream(upstream):
             # An event stream may never end: its call is judged by its headers, not its body.
             done(upstream.status < 500)
-            done = _ignore
+            done = outcome_told
         return ProxyResponse(
             status=upstream.status,
             headers=list(upstream.headers),

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from gateway.breaker import Outcome
 from gateway.errors import CircuitOpen, GatewayTimeout, UpstreamError
+from gateway.exchange import outcome_told
 from gateway.messages import ProxyCall, ProxyResponse
 
 
@@ -57,7 +58,7 @@ def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
             # A 5xx is a failure whatever its body: count it now, before the client has the answer,
             # so the next request (on any worker or instance) already meets the updated breaker.
             breaker.after_call(ticket, Outcome.FAILURE, upstream.elapsed)
-            return exchange.on_response(upstream, _counted)
+            return exchange.on_response(upstream, outcome_told)
 
         def done(ok: bool) -> None:
             breaker.after_call(ticket, Outcome.SUCCESS if ok else Outcome.FAILURE, upstream.elapsed)
@@ -65,7 +66,3 @@ def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
         return exchange.on_response(upstream, done)
     finally:
         exchange.close()
-
-
-def _counted(ok: bool) -> None:
-    """The call's outcome was already told to the breaker."""

@@ -60,12 +60,6 @@ def _level_for(fields: dict[str, Any]) -> int:
     return logging.ERROR if status >= 500 and fields.get("cache") is None and status != 503 else logging.INFO
 
 
-def log_request(logger: logging.Logger, **fields: Any) -> None:
-    """Log one finished request with the agreed fields (others are ignored)."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.log(_level_for(fields), "request", extra={name: fields.get(name) for name in FIELDS})
-
-
 class AccessLog:
     """Writes the access line of each finished request: by hand when only our JSON handler listens."""
 
@@ -102,7 +96,7 @@ class AccessLog:
         level = _level_for(fields)
         handler = self._json_stream(level)
         if handler is None:
-            self.logger.log(level, "request", extra={name: fields.get(name) for name in FIELDS})
+            self.through_logging(level, fields)
             return
         line: dict[str, Any] = {"ts": self._timestamp(time.time()), "level": logging.getLevelName(level),
                                 "message": "request"}
@@ -115,6 +109,11 @@ class AccessLog:
                 handler.flush()
             except Exception:  # a closed stdout must not fail the request
                 pass
+
+
+    def through_logging(self, level: int, fields: dict[str, Any]) -> None:
+        """The same line as a logging record, for other handlers, filters and ``LOG_FORMAT=text``."""
+        self.logger.log(level, "request", extra={name: fields.get(name) for name in FIELDS})
 
 
 class RequestLog:

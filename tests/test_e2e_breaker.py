@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.chaos import wait_for
 from tests.support.processes import RedisServer, SampleServices, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -21,15 +22,6 @@ def get(url: str, path: str, **kwargs) -> requests.Response:  # noqa: ANN003
 
 def breaker_stats(url: str, service: str = "tracking-service") -> dict:
     return get(url, "/stats/circuit-breakers").json()["services"][service]
-
-
-def wait_for(predicate, timeout: float = 3.0, step: float = 0.05) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def test_defaults_open_on_the_third_failure_and_recover(clean_samples: SampleServices, tmp_path: Path) -> None:
@@ -52,7 +44,7 @@ def test_defaults_open_on_the_third_failure_and_recover(clean_samples: SampleSer
         assert get(gw.url, "/tracking/_debug/status/200").status_code == 200
         assert breaker_stats(gw.url, "tracking-service")["state"] == "CLOSED"
         counts = ("fires", "successes", "failures", "rejects")
-        wait_for(lambda: [breaker_stats(gw.url, "tracking-service")[k] for k in counts] == [7, 2, 3, 2])
+        wait_for(lambda: [breaker_stats(gw.url, "tracking-service")[k] for k in counts] == [7, 2, 3, 2], 3.0)
         assert [breaker_stats(gw.url, "tracking-service")[k] for k in counts] == [7, 2, 3, 2]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.request_log import AccessLog, configure_logging, log_request
+from gateway.request_log import AccessLog, configure_logging
 
 FIELDS = dict(request_id="r-1", method="GET", path="/orders/ü", status=200, duration_ms=0.25,
               service="order-service", cache="HIT", breaker=None, upstream_ms=None, client_ip="10.0.0.7")
@@ -36,7 +36,7 @@ def lines(out: io.StringIO) -> list[str]:
 def test_same_line_as_the_json_formatter(stream: io.StringIO, status: int, cache: str | None, level: str) -> None:
     fields = {**FIELDS, "status": status, "cache": cache}
     access = logging.getLogger("gateway.access")
-    log_request(access, **fields)
+    AccessLog(access).through_logging(logging.getLevelName(level), fields)
     AccessLog(access).write(**fields)
     by_logging, by_hand = lines(stream)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", json.loads(by_hand)["ts"])
