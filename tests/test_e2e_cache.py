@@ -63,6 +63,16 @@ def test_concurrent_cold_gets_make_one_upstream_call(pair: list[GatewayProcess],
     assert sorted(results) == ["HIT"] * 99 + ["MISS"]
 
 
+def missed_within_a_second(gw: GatewayProcess, path: str) -> bool:
+    """Invalidations reach every worker and instance within 1 s (per-worker copies live at most 0.5 s)."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if x_cache(gw, path) == "MISS":
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_invalidation_and_purge_reach_every_worker_and_instance(pair: list[GatewayProcess],
                                                                clean_samples: SampleServices) -> None:
     first, second = pair
@@ -72,11 +82,11 @@ def test_invalidation_and_purge_reach_every_worker_and_instance(pair: list[Gatew
     status, _, body = send(second, "PATCH", "/orders/3", {"Content-Type": "application/json"},
                            b'{"delivery_address": "1 Test Street"}')
     assert status == 200, body
-    assert x_cache(first, "/orders/3") == "MISS"
+    assert missed_within_a_second(first, "/orders/3")
     x_cache(first, "/restaurants/1")
     status, _, body = send(second, "DELETE", "/admin/cache?prefix=/restaurants/", {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200, body
-    assert x_cache(first, "/restaurants/1") == "MISS"
+    assert missed_within_a_second(first, "/restaurants/1")
     assert x_cache(second, "/orders/3") == "HIT"
 
 

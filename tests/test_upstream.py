@@ -29,8 +29,11 @@ def read_request(conn: socket.socket) -> bytes:
         if line.lower().startswith(b"content-length:"):
             need = int(line.split(b":")[1])
             while len(rest) < need:
-                rest += conn.recv(65536)
-    return data
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+    return head + b"\r\n\r\n" + rest
 
 
 @contextmanager
