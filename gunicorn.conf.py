@@ -21,7 +21,9 @@ except ConfigError as _error:
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+# gunicorn's gevent worker with the gateway's own HTTP/1.1 connections (gateway/server/): strict framing,
+# one send per answer. GUNICORN_WORKER_CLASS=gevent puts gunicorn's own parser back.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gateway.server.worker.GatewayWorker")
 worker_connections = 2000
 preload_app = False
 # In-flight requests get longer than an upstream may take to answer before a worker is stopped.

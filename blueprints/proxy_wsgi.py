@@ -111,6 +111,7 @@ class ProxyWSGI:
         self.engine = engine
         self.settings = settings
         self.requests = requests
+        self.health_started = False
         prefixes = [s.prefix for s in settings.services.values()]
         # Nested prefixes (/menus and /menus/v2) are left to Werkzeug's rule ordering.
         nested = {p for p in prefixes for q in prefixes if p != q and (q.startswith(p + "/") or p.startswith(q + "/"))}
@@ -137,9 +138,12 @@ class ProxyWSGI:
         """Answer one proxied request: the blueprint view, its error handlers and the app's hooks, in one go."""
         started = time.perf_counter()
         request_id = request_id_from(environ)
-        health = self.flask.extensions.get("gateway.health")
-        if health is not None and not self.flask.testing:
-            health.start()  # what HealthMonitor's before_request hook does; a no-op once running
+        if not self.health_started:
+            health = self.flask.extensions.get("gateway.health")
+            if health is None or not self.flask.testing:
+                if health is not None:
+                    health.start()  # what HealthMonitor's before_request hook does
+                self.health_started = True
         call: ProxyCall | None = None
         cache: str | None = None
         callbacks: list[Callable[[], None]] = []

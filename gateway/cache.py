@@ -93,6 +93,7 @@ class ResponseCache:
         # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None
+        self._shared_keys: dict[tuple[str, str, str, str], str] = {}  # hot requests' shared keys, worked out once
         self._decoded: dict[bytes, Entry] = {}  # stored bytes -> their entry (entries are never changed in place)
         self._inflight: dict[str, threading.Event] = {}
         self._refreshing: set[str] = set()
@@ -134,11 +135,16 @@ class ResponseCache:
 
     def keys_for(self, call: ProxyCall) -> list[tuple[str, bool]]:
         """Primary keys to look in, each with whether it is credential-keyed (personal) or shared."""
-        base = (call.host.lower(), call.service.name, call.path, sorted_query(call.query))
-        shared = _digest(*base)
+        request = (call.host.lower(), call.service.name, call.path, call.query)
+        shared = self._shared_keys.get(request)
+        if shared is None:
+            shared = _digest(*request[:3], sorted_query(call.query))
+            if len(self._shared_keys) >= DECODED_MAX:
+                self._shared_keys.pop(next(iter(self._shared_keys)), None)
+            self._shared_keys[request] = shared
         if not policy.has_credentials(call.headers):
             return [(shared, False)]
-        keys = [(_digest(*base, policy.credential_digest(call.headers)), True)]
+        keys = [(_digest(*request[:3], sorted_query(call.query), policy.credential_digest(call.headers)), True)]
         if call.service.share_public_across_users:
             keys.append((shared, False))
         return keys

@@ -10,6 +10,10 @@ The tree::
     │   ├── InvalidJSON               400 invalid_json
     │   ├── PayloadTooLarge           413 payload_too_large
     │   ├── NotImplementedFeature     501 not_implemented    WebSocket upgrades
+    │   │   └── UnsupportedTransferCoding 501 not_implemented a transfer coding other than chunked
+    │   ├── BadRequest                400 bad_request        not valid HTTP/1.1 (framing, syntax)
+    │   ├── URITooLong                414 uri_too_long       request target over the limit
+    │   ├── HeadersTooLarge           431 headers_too_large  too many or too large header fields
     │   ├── Unauthorized              401 unauthorized       (carries WWW-Authenticate)
     │   └── Forbidden                 403 forbidden
     ├── CacheUnavailable              503 cache_unavailable  admin purge while Redis is unreachable
@@ -71,6 +75,22 @@ class PayloadTooLarge(ClientError):
 
 class NotImplementedFeature(ClientError):
     status, code, message = 501, "not_implemented", "WebSocket upgrades are not supported."
+
+
+class UnsupportedTransferCoding(NotImplementedFeature):
+    message = "The request's transfer coding is not supported (only chunked is)."
+
+
+class BadRequest(ClientError):
+    status, code, message = 400, "bad_request", "The request is not valid HTTP/1.1."
+
+
+class URITooLong(ClientError):
+    status, code, message = 414, "uri_too_long", "The request target is longer than the gateway accepts."
+
+
+class HeadersTooLarge(ClientError):
+    status, code, message = 431, "headers_too_large", "A request header field is larger than the gateway accepts."
 
 
 class Unauthorized(ClientError):

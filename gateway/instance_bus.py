@@ -6,6 +6,10 @@ operator's forced breaker state must hold whichever worker answers. So each such
 as one JSON line to a log in the instance's run directory, and every worker reads what its
 siblings appended before it looks up the cache or asks a breaker.
 
+Every publish also writes a new random value into a small shared-memory file beside the log, so a
+worker's look before each lookup is one 8-byte compare in memory; it reads the log only when the
+value changed (a value is read before the log, so a message appended meanwhile is never missed).
+
 When the log grows past ``MAX_LOG_BYTES`` a writer replaces it with an empty one; a worker that sees
 the file replaced cannot know what it missed and tells its subscribers (the cache drops everything).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import threading
 import time
@@ -21,11 +26,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-# Look before every lookup: one stat() (about a microsecond) is cheaper than any window in which
-# a worker could still answer from an entry a sibling has dropped.
+# Look before every lookup: one compare in shared memory is cheaper than any window in which a
+# worker could still answer from an entry a sibling has dropped.
 CHECK_EVERY = 0.0
 MAX_LOG_BYTES = 4 * 1024 * 1024
 LOG_NAME = "instance-bus.log"
+SEQ_NAME = "instance-bus.seq"
+SEQ_BYTES = 8
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], None]
@@ -54,9 +61,22 @@ class InstanceBus:
         self._offset = 0
         if not os.path.exists(self.path):
             self._new_log(replace=False)
+        self._seq = self._map_seq(os.path.join(run_dir, SEQ_NAME))
+        self._seen = self._seq[:SEQ_BYTES]
         with open(self.path, "rb") as handle:
             self._generation = handle.readline()
             self._offset = os.fstat(handle.fileno()).st_size
+
+    @staticmethod
+    def _map_seq(path: str) -> mmap.mmap:
+        """Map the shared change marker (created zeroed by whichever worker comes first)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < SEQ_BYTES:
+                os.ftruncate(fd, SEQ_BYTES)
+            return mmap.mmap(fd, SEQ_BYTES)
+        finally:
+            os.close(fd)
 
     def subscribe(self, topic: str, handler: Handler, on_gap: Callable[[], None] | None = None) -> None:
         """Call ``handler(message)`` for each message a sibling publishes on ``topic``."""
@@ -65,12 +85,16 @@ class InstanceBus:
             self._gap_handlers.append(on_gap)
 
     def poll(self) -> None:
-        """Deliver what siblings published since the last look (cheap: at most one stat per interval)."""
+        """Deliver what siblings published since the last look (cheap: one compare while nothing changed)."""
+        seen = self._seq[:SEQ_BYTES]
+        if seen == self._seen:
+            return
         now = self._monotonic()
         if now - self._checked < CHECK_EVERY:
             return
         self._checked = now
         with self._lock:
+            self._seen = seen
             self._read()
 
     def _read(self) -> None:
@@ -143,7 +167,8 @@ class InstanceBus:
                 os.close(fd)
             try:
                 if os.stat(self.path).st_ino == written_to:
-                    return
+                    break
             except FileNotFoundError:
-                return
+                break
             # The log was replaced while we wrote: say it again in the new one.
+        self._seq[:SEQ_BYTES] = os.urandom(SEQ_BYTES)  # after the line: a sibling that sees it finds the line

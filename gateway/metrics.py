@@ -5,11 +5,21 @@ to its multiprocess mode: each worker writes its values to memory-mapped files a
 them. Without it the values live in a private registry of this process. Label values are bounded:
 configured service names (else ``other``), the seven forwarded methods (else ``OTHER``), status
 classes and cache results.
+
+A request's counters and histograms are not written as it ends: each worker adds them up in a plain
+dict (histogram observations already sorted into their buckets) and writes the sums when the stats
+flusher runs, every half second, and before it answers a scrape itself. In multiprocess mode every
+value written is a locked write to a memory-mapped file, and the four of a request cost more than
+the rest of a cache hit; a scrape may so miss the last half second of other workers' requests.
 """
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +35,27 @@ CACHE_RESULTS = frozenset({"hit", "miss", "stale", "revalidated", "bypass"})
 CACHE_EVENTS = CACHE_RESULTS | {"coalesced", "upstream_call"}
 STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKET_SLOTS = len(REQUEST_BUCKETS) + 1  # the last one is +Inf
+
+
+def _flush_at_exit(metrics: weakref.ref[Metrics]) -> None:
+    alive = metrics()
+    if alive is not None:
+        alive.flush()
+
+
+def add_observations(histogram: Any, total: float, counts: list[float]) -> None:
+    """Add ``counts`` observations per bucket (``le`` order, +Inf last) summing to ``total`` to a histogram child.
+
+    What ``Histogram.observe`` does for one value, done for many at once: prometheus_client keeps
+    each bucket's own count (not cumulative) and the sum, in the bucket order of the histogram.
+    """
+    if not any(counts):
+        return
+    histogram._sum.inc(total)  # noqa: SLF001 - no public batch API; pinned version, covered by tests
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)  # noqa: SLF001
 
 
 def multiprocess_enabled() -> bool:
@@ -45,6 +76,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._extensions: Mapping[str, Any] = {}
         self._children: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        # label key -> [requests, upstream calls, request sum, upstream sum, *request buckets, *upstream buckets]
+        self._pending: dict[tuple[str, str, str, str], list[float]] = {}
+        self._pending_lock = threading.Lock()
+        atexit.register(_flush_at_exit, weakref.ref(self))  # a stopping worker's last sums
         r = self.registry
         self.requests = Counter("gateway_requests", "Proxied requests answered.",
                                 ["service", "method", "status_class", "cache"], registry=r)
@@ -83,27 +118,45 @@ class Metrics:
 
     def observe_request(self, service: str, method: str, status: int, cache: str | None,
                         duration_s: float, upstream_s: float | None) -> None:
-        """Count one proxied request."""
+        """Count one proxied request (written to the metric values by :meth:`flush`)."""
         result = cache.lower() if cache and cache.lower() in CACHE_RESULTS else "none"
         klass = status // 100
         key = (self._service(service), method if method in METHODS else "OTHER",
                f"{klass}xx" if 1 <= klass <= 5 else "other", result)
-        children = self._children.get(key)
-        if children is None:
-            # labels() costs microseconds; the label sets are bounded, so their children are kept.
-            children = self._children[key] = (
-                self.requests.labels(*key), self.request_duration.labels(key[0], result),
-                self.cache_events.labels(result) if result != "none" else None,
-                self.upstream_duration.labels(key[0]), self.cache_events.labels("upstream_call"),
-            )
-        requests, duration, event, upstream, upstream_event = children
-        requests.inc()
-        duration.observe(duration_s)
-        if event is not None:
-            event.inc()
-        if upstream_s is not None:
-            upstream.observe(upstream_s)
-            upstream_event.inc()
+        with self._pending_lock:
+            sums = self._pending.get(key)
+            if sums is None:
+                sums = self._pending[key] = [0.0] * (4 + 2 * BUCKET_SLOTS)
+            sums[0] += 1
+            sums[2] += duration_s
+            sums[4 + bisect.bisect_left(REQUEST_BUCKETS, duration_s)] += 1
+            if upstream_s is not None:
+                sums[1] += 1
+                sums[3] += upstream_s
+                sums[4 + BUCKET_SLOTS + bisect.bisect_left(REQUEST_BUCKETS, upstream_s)] += 1
+
+    def flush(self) -> None:
+        """Write what :meth:`observe_request` added up since the last flush into the metric values."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for key, sums in pending.items():
+            children = self._children.get(key)
+            if children is None:
+                result = key[3]
+                # labels() costs microseconds; the label sets are bounded, so their children are kept.
+                children = self._children[key] = (
+                    self.requests.labels(*key), self.request_duration.labels(key[0], result),
+                    self.cache_events.labels(result) if result != "none" else None,
+                    self.upstream_duration.labels(key[0]), self.cache_events.labels("upstream_call"),
+                )
+            requests, duration, event, upstream, upstream_event = children
+            requests.inc(sums[0])
+            add_observations(duration, sums[2], sums[4:4 + BUCKET_SLOTS])
+            if event is not None:
+                event.inc(sums[0])
+            if sums[1]:
+                add_observations(upstream, sums[3], sums[4 + BUCKET_SLOTS:])
+                upstream_event.inc(sums[1])
 
     def cache_event(self, event: str) -> None:
         """Count a cache event (``coalesced``, ``upstream_call``, ...)."""
@@ -142,6 +195,7 @@ class Metrics:
                     except Exception:  # a breaker that cannot be read must not fail the scrape
                         continue
             self.publish_breaker_states(states)
+        self.flush()
         if self.multiprocess:
             merged = CollectorRegistry()
             MultiProcessCollector(merged)

@@ -203,6 +203,8 @@ class GatewayStats:
 
     def flush(self) -> None:
         """Publish what was counted since the last flush (file always, Redis when configured)."""
+        if self.metrics is not None:
+            self.metrics.flush()  # before the snapshot: once the stats show a request, so do the metrics
         with self._flush_lock:
             with self._lock:
                 cache, breaker, cum = self._pending_c, self._pending_b, self._pending_cum

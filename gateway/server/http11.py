@@ -1,0 +1,510 @@
+"""One HTTP/1.1 connection served to a WSGI app: llhttp parses, the app answers, one ``send`` per answer.
+
+The loop, per connection::
+
+    recv ─► parser.feed_data ─► on_headers_complete queues a Request
+                                   │
+              environ ◄────────────┘   (wsgi.input pulls the rest of the body from the socket)
+                 │
+    app(environ, start_response) ─► status line + headers + first chunk in one sendall
+                 │                   (further chunks as they come: SSE is never buffered)
+    close() the app's iterable ─► keep-alive: the next queued (pipelined) request, or recv again
+
+llhttp (through httptools) is strict where gunicorn's and gevent's parsers are lenient: a chunk size
+is hex digits only, ``Content-Length`` with ``Transfer-Encoding`` is refused, so are duplicate
+lengths, obs-fold, bare CR or LF. Whatever is refused gets the gateway's JSON envelope and a 4xx
+(501 for a transfer coding the gateway does not know), then the connection closes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from gateway import errors
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+RECV_SIZE = 65536
+DRAIN_LIMIT = 256 * 1024  # unread request body a kept-alive connection will skip; past it, close
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                        "trailer", "transfer-encoding", "upgrade"})
+NO_BODY = frozenset({204, 304})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Limits:
+    """The request limits (gunicorn's ``limit_request_*`` settings, 0 meaning none) and timeouts."""
+
+    __slots__ = ("request_line", "fields", "field_size", "keepalive", "read_timeout")
+
+    def __init__(self, request_line: int = 4094, fields: int = 100, field_size: int = 8190,
+                 keepalive: float = 5.0, read_timeout: float = 30.0) -> None:
+        self.request_line = request_line or sys.maxsize
+        self.fields = fields or sys.maxsize
+        self.field_size = field_size or sys.maxsize
+        self.keepalive = keepalive
+        self.read_timeout = read_timeout
+
+
+class Refused(Exception):
+    """The request cannot be served as sent; carries the gateway error that answers it."""
+
+    def __init__(self, error: errors.GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Request:
+    """What the parser has seen of one request: its head, its body so far, whether it is complete."""
+
+    __slots__ = ("method", "target", "headers", "version", "keep_alive", "upgrade", "body", "body_size",
+                 "complete", "expect_continue", "header_bytes")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: deque[bytes] = deque()
+        self.body_size = 0
+        self.complete = False
+        self.upgrade = False
+        self.expect_continue = False
+        self.header_bytes = 0
+        self.method = "GET"
+        self.version = "1.1"
+        self.keep_alive = True
+
+
+class _Dates:
+    """The ``Date`` header value, formatted once a second."""
+
+    second = 0
+    value = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
+        return cls.value
+
+
+class Input:
+    """``wsgi.input``: the request body, pulled from the socket as the app reads it."""
+
+    __slots__ = ("_conn", "_request", "_buffer")
+
+    def __init__(self, conn: Connection, request: Request) -> None:
+        self._conn = conn
+        self._request = request
+        self._buffer = b""
+
+    def _fill(self) -> bool:
+        """Have at least one more body piece in the request's queue; False at the end of the body."""
+        request = self._request
+        while not request.body:
+            if request.complete:
+                return False
+            self._conn.pull(request)
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all that is left when ``size`` is negative or None)."""
+        request = self._request
+        if size is None or size < 0:
+            parts = [self._buffer]
+            self._buffer = b""
+            while self._fill():
+                parts.append(request.body.popleft())
+            return b"".join(parts)
+        while len(self._buffer) < size and self._fill():
+            self._buffer += request.body.popleft()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read one line (up to ``size`` bytes)."""
+        limit = sys.maxsize if size is None or size < 0 else size
+        while b"\n" not in self._buffer and len(self._buffer) < limit and self._fill():
+            self._buffer += self._request.body.popleft()
+        end = self._buffer.find(b"\n")
+        end = len(self._buffer) if end < 0 else end + 1
+        end = min(end, limit)
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        """Read every remaining line."""
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+class Connection:
+    """Serves the requests of one client connection, in order, until it closes or may not be kept."""
+
+    def __init__(self, sock: socket.socket, addr: Any, app: WSGIApp, base_environ: dict[str, Any],
+                 limits: Limits, alive: Callable[[], bool] = lambda: True,
+                 served: Callable[[], None] = lambda: None, pause: Callable[[], None] = lambda: None) -> None:
+        self.sock = sock
+        self.app = app
+        self.limits = limits
+        self.alive = alive
+        self.served = served
+        self.pause = pause
+        self.queue: deque[Request] = deque()
+        self.current: Request | None = None  # the request the parser is in
+        self.refusal: errors.GatewayError | None = None  # what the parser refused, answered in turn
+        self.parser = httptools.HttpRequestParser(self)
+        self.environ = dict(base_environ)
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            self.environ["REMOTE_ADDR"], self.environ["REMOTE_PORT"] = str(addr[0]), str(addr[1])
+        else:
+            self.environ["REMOTE_ADDR"], self.environ["REMOTE_PORT"] = "", ""
+        self.environ["gunicorn.socket"] = sock
+
+    # -- the parser's callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = Request()
+
+    def on_url(self, url: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.target += url  # llhttp may hand the target over in pieces
+        if len(request.target) > self.limits.request_line:
+            raise Refused(errors.URITooLong())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.header_bytes += len(name) + len(value)
+        if len(request.headers) >= self.limits.fields:
+            raise Refused(errors.HeadersTooLarge("The request has too many header fields."))
+        if len(name) + len(value) + 2 > self.limits.field_size:
+            raise Refused(errors.HeadersTooLarge())
+        request.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        parser = self.parser
+        request.method = parser.get_method().decode("latin-1")
+        request.version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        request.upgrade = parser.should_upgrade()
+        for name, value in request.headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding" and value.strip().lower() != b"chunked":
+                # llhttp takes "gzip, chunked"; the gateway decodes no transfer coding but chunked.
+                raise Refused(errors.UnsupportedTransferCoding())
+            if lowered == b"expect" and value.strip().lower() == b"100-continue":
+                request.expect_continue = True
+        self.queue.append(request)
+
+    def on_body(self, body: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.body.append(body)
+        request.body_size += len(body)
+
+    def on_message_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        request.complete = True
+        self.current = None
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; a refusal is kept, to be answered once the requests before it are."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.current is not None:
+                self.current.complete = True  # no body is read past an upgrade request's head
+                self.current.keep_alive = False
+        except httptools.HttpParserError as exc:
+            self.refusal = self.refusal_for(exc, data)
+
+    def refusal_for(self, exc: Exception, data: bytes) -> errors.GatewayError:
+        """The gateway error that answers what the parser refused."""
+        cause = exc.__context__
+        if isinstance(cause, Refused):
+            return cause.error
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            method = data.split(b" ", 1)[0]
+            if self.current is None or not self.current.headers and TOKEN.fullmatch(method):
+                return errors.MethodNotAllowed(headers=[("Allow", ALLOW)])
+        request = self.current
+        if request is not None:
+            for name, value in request.headers:
+                if name.lower() == b"transfer-encoding":
+                    codings = [c.strip().lower() for c in value.split(b",")]
+                    if any(c not in (b"chunked", b"") for c in codings):
+                        return errors.UnsupportedTransferCoding()
+        reason = str(exc).strip() or "malformed request"
+        return errors.BadRequest(f"The request is not valid HTTP/1.1: {reason}.")
+
+    def recv(self, timeout: float) -> bytes:
+        """Read from the client; b"" when it has gone or stayed silent for ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except (OSError, ValueError):
+            return b""
+
+    def pull(self, request: Request) -> None:
+        """Read more of ``request``'s body from the socket (for ``wsgi.input``)."""
+        if self.refusal is not None:
+            raise self.refusal
+        if request.expect_continue:
+            request.expect_continue = False
+            self.sock.sendall(CONTINUE)
+        data = self.recv(self.limits.read_timeout)
+        if not data:
+            raise errors.BadRequest("The client closed the connection before the request body ended.")
+        self.feed(data)
+        if self.refusal is not None and not request.body:
+            raise self.refusal
+
+    def next_request(self) -> Request | None:
+        """The next request to answer, reading from the socket as needed; None when the connection ends."""
+        while not self.queue:
+            if self.refusal is not None:
+                self.answer_refusal(self.refusal)
+                return None
+            started = self.current is not None
+            data = self.recv(self.limits.read_timeout if started else self.limits.keepalive)
+            if not data:
+                return None
+            self.feed(data)
+        return self.queue.popleft()
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer requests until the connection may not be kept."""
+        try:
+            while True:
+                request = self.next_request()
+                if request is None or not self.answer(request):
+                    return
+                self.served()
+                if not self.alive():
+                    return
+                self.pause()  # let the worker's other connections have their turn
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def environ_for(self, request: Request) -> dict[str, Any]:
+        """The WSGI environ of ``request`` (gunicorn's shape: repeated headers joined by commas)."""
+        environ = self.environ.copy()
+        target = request.target.decode("latin-1")
+        if target.startswith("/"):
+            path, _, query = target.partition("?")
+        elif target == "*":
+            path, query = "*", ""
+        else:  # absolute form: http://host/path?query
+            url = httptools.parse_url(request.target)
+            path = (url.path or b"/").decode("latin-1")
+            query = (url.query or b"").decode("latin-1")
+        path = path.partition("#")[0]
+        environ["REQUEST_METHOD"] = request.method
+        environ["RAW_URI"] = target
+        environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+        environ["QUERY_STRING"] = query
+        environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
+        environ["wsgi.input"] = Input(self, request)
+        for name, value in request.headers:
+            if b"_" in name:
+                continue  # X_Forwarded_For must never stand in for X-Forwarded-For (gunicorn drops them too)
+            key = name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+                environ[key] = text
+                continue
+            key = "HTTP_" + key
+            previous = environ.get(key)
+            environ[key] = text if previous is None else previous + "," + text
+        return environ
+
+    def answer(self, request: Request) -> bool:
+        """Run the app for ``request`` and send its answer; True if the connection may serve another."""
+        writer = Writer(self.sock, request)
+        environ = self.environ_for(request)
+        try:
+            result = self.app(environ, writer.start_response)
+        except Exception:
+            return writer.fail(environ)
+        try:
+            kept = writer.send(result)
+        except Exception:
+            return writer.fail(environ)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+        return kept and self.skip_body(request)
+
+    def skip_body(self, request: Request) -> bool:
+        """Read past what the app left unread of the body, so the next request starts where it should."""
+        skipped = 0
+        while not request.complete:
+            if self.refusal is not None or skipped > DRAIN_LIMIT:
+                return False
+            request.body.clear()
+            data = self.recv(self.limits.read_timeout)
+            if not data:
+                return False
+            skipped += len(data)
+            self.feed(data)
+        request.body.clear()
+        return True
+
+    def answer_refusal(self, error: errors.GatewayError) -> None:
+        """Send what the parser refused as the JSON envelope, then let the connection close."""
+        status, headers, body = errors.error_answer(error, os.urandom(16).hex())
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error"))]
+        for name, value in [*headers, ("Connection", "close")]:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        head.append(b"Date: " + _Dates.now() + b"\r\n\r\n")
+        try:
+            self.sock.sendall(b"".join(head) + body)
+        except OSError:
+            pass
+
+
+class Writer:
+    """``start_response`` and the writing of one answer."""
+
+    __slots__ = ("sock", "request", "status", "headers", "sent_head", "chunked", "length", "sent", "close",
+                 "bodiless")
+
+    def __init__(self, sock: socket.socket, request: Request) -> None:
+        self.sock = sock
+        self.request = request
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.sent_head = False
+        self.chunked = False
+        self.length: int | None = None
+        self.sent = 0
+        self.close = not request.keep_alive
+        self.bodiless = False
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None and self.sent_head:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def head(self, first: bytes | None) -> bytes:
+        """The status line and headers; ``first`` is the whole body when it is known to be the whole."""
+        status = self.status
+        code = int(status[:3])
+        request = self.request
+        self.bodiless = request.method == "HEAD" or code in NO_BODY or code < 200
+        lines = ["HTTP/1.1 ", status, "\r\n"]
+        has_date = False
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                self.length = int(value)
+            elif lowered == "date":
+                has_date = True
+            elif lowered in HOP_BY_HOP:
+                if lowered == "connection" and "close" in value.lower():
+                    self.close = True
+                continue
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise ValueError(f"header {name!r} holds a line break")
+            lines += (name, ": ", value, "\r\n")
+        if not has_date:
+            lines += ("Date: ", _Dates.now().decode(), "\r\n")
+        if self.length is None and not self.bodiless:
+            if first is not None:
+                self.length = len(first)
+                lines += ("Content-Length: ", str(self.length), "\r\n")
+            elif request.version == "1.1":
+                self.chunked = True
+                lines.append("Transfer-Encoding: chunked\r\n")
+            else:
+                self.close = True
+        if self.close:
+            lines.append("Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        self.sent_head = True
+        return "".join(lines).encode("latin-1")
+
+    def write(self, data: bytes) -> None:
+        """Send one piece of the body (the head first, with it, if not sent yet)."""
+        if not self.sent_head:
+            self.sock.sendall(self.head(None) + self.frame(data))
+        elif data:
+            self.sock.sendall(self.frame(data))
+
+    def frame(self, data: bytes) -> bytes:
+        if self.bodiless or not data:
+            return b""
+        self.sent += len(data)
+        if self.chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
+
+    def send(self, result: Iterable[bytes]) -> bool:
+        """Send the app's answer; True if the connection may be kept."""
+        if isinstance(result, (list, tuple)) and len(result) <= 1:
+            whole = result[0] if result else b""
+            self.sock.sendall(self.head(whole) + self.frame(whole))
+        else:
+            for data in result:
+                if data or not self.sent_head:
+                    self.write(data)
+            if not self.sent_head:
+                self.sock.sendall(self.head(b""))
+            if self.chunked:
+                self.sock.sendall(b"0\r\n\r\n")
+        if not self.bodiless and self.length is not None and self.sent != self.length:
+            return False  # the body was cut short: the client must see the connection end
+        return not self.close
+
+    def fail(self, environ: dict[str, Any]) -> bool:
+        """The app raised: a 500 envelope if nothing was sent yet; the connection closes either way."""
+        import logging
+
+        logging.getLogger("gateway").exception("unhandled error in the application")
+        if not self.sent_head:
+            status, headers, body = errors.error_answer(errors.GatewayError(), environ.get("HTTP_X_REQUEST_ID"))
+            self.status, self.headers, self.close = f"{status} INTERNAL SERVER ERROR", headers, True
+            try:
+                self.sock.sendall(self.head(body) + body)
+            except OSError:
+                pass
+        return False
+
+
+ALLOW = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+REASONS = {400: b"BAD REQUEST", 405: b"METHOD NOT ALLOWED", 413: b"REQUEST ENTITY TOO LARGE",
+           414: b"REQUEST-URI TOO LARGE", 431: b"REQUEST HEADER FIELDS TOO LARGE", 501: b"NOT IMPLEMENTED"}
