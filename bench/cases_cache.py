@@ -39,7 +39,7 @@ def stampede(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     expected = 1 if mode == "redis" else bench.workers
     target = "1" if mode == "redis" else f"≤ {bench.workers} (1 per worker)"
     return [Row("6", f"stampede: {STAMPEDE_CLIENTS} concurrent GETs of a cold key", mode, "upstream calls",
-                " / ".join(map(str, calls)), "", f"{bench.rounds} round(s)", target,
+                " / ".join(map(str, calls)), "", f"{bench.rounds} round(s)", "", target,
                 max(calls) <= expected and min(calls) >= 1, problems, {"calls": calls, "answers": dict(statuses)})]
 
 
@@ -57,7 +57,7 @@ def ttl_pattern(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     hits = results["HIT"]
     problems = [f"GET {path} answered {a.status}" for a in answers if a.status != 200][:3]
     return [Row("7", "TTL pattern: 20 GETs of one path across one TTL expiry", mode, "hits / upstream calls",
-                f"{hits} / {calls}", "", f"X-Cache {dict(results)}", "18 / 2", hits == 18 and calls == 2, problems,
+                f"{hits} / {calls}", "", f"X-Cache {dict(results)}", "", "18 / 2", hits == 18 and calls == 2, problems,
                 {"x_cache": dict(results), "upstream_calls": calls})]
 
 
@@ -73,5 +73,5 @@ def zipf_keys(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     bench.say(f"  case 7 zipf: {result.requests} requests, {calls} upstream calls, {fmt_rps(result.rps)} req/s")
     return [Row("7", f"Zipf keys ({ZIPF_KEYS} keys, s={ZIPF_EXPONENT}), {ZIPF_CONNECTIONS} conns", mode,
                 "upstream calls saved", f"{saved:.1%}", "", f"{calls:,} calls for {result.requests:,} requests "
-                f"({fmt_rps(result.rps)} req/s)", "reported", None, problems_of("gateway", [result]),
+                f"({fmt_rps(result.rps)} req/s)", "", "reported", None, problems_of("gateway", [result]),
                 {"runs": raw({"gateway": [result]}), "upstream_calls": calls})]

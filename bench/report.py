@@ -24,6 +24,7 @@ class Row:
     gateway: str
     baseline: str = ""
     comparison: str = ""
+    peer: str = ""  # gateway against the seed's Node design, measured in the same rounds
     target: str = ""
     met: bool | None = None
     problems: list[str] = field(default_factory=list)
@@ -65,14 +66,16 @@ def markdown(rows: Sequence[Row], context: dict[str, Any]) -> str:
         f"per case, alternating with the baseline, medians · wrk {context['wrk_threads']} · "
         f"request log: {context['request_log']}",
         "",
-        "| # | case | cache | measure | gateway | baseline | comparison | target | met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| # | case | cache | measure | gateway | baseline | comparison | vs seed (Node) | target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     modes = {mode: index for index, mode in enumerate(context.get("modes", []))}
     ordered = sorted(rows, key=lambda r: (not r.case.isdigit(), r.case, modes.get(r.mode, len(modes))))
     for row in ordered:
         lines.append(f"| {row.case} | {row.title} | {row.mode} | {row.measure} | {row.gateway} | {row.baseline} "
-                     f"| {row.comparison} | {row.target} | {verdict(row)} |")
+                     f"| {row.comparison} | {row.peer or '—'} | {row.target} | {verdict(row)} |")
+    if context.get("peer_skipped"):
+        lines += ["", f"vs seed (Node): skipped: {context['peer_skipped']}"]
     problems = [(row, p) for row in ordered for p in row.problems]
     if problems:
         lines += ["", "Problems:"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import cases, cases_cache, wrk
+from bench import cases, cases_cache, peer, wrk
 from bench.report import Row, markdown, write_json
 from bench.servers import Server, StartError, bare_server, gateway_server, redis_server, running, upstream_server
 
@@ -24,7 +24,7 @@ Case = Callable[[cases.Bench, Server, str], list[Row]]
 CASES: dict[str, tuple[list[Case], bool]] = {
     "1": ([cases.cache_hit_throughput], True),
     "2": ([cases.cache_hit_latency], True),
-    "3": ([cases.cache_miss_latency], True),
+    "3": ([cases.cache_miss_latency, cases.cache_miss_throughput], True),
     "4": ([cases.circuit_open], True),
     "5": ([cases.slow_upstream], False),
     "6": ([cases_cache.stampede], True),
@@ -171,8 +171,17 @@ def run(options: Options) -> int:
             upstream = stack.enter_context(running(upstream_server(work_dir), "/__count"))
             server_env = {"GUNICORN_WORKER_CLASS": options.worker_class} if options.worker_class else {}
             bare = stack.enter_context(running(bare_server(work_dir, upstream.url, WORKERS, server_env), "/"))
-            redis = stack.enter_context(running(redis_server(work_dir), None)) if "redis" in options.modes else None
+            folder, skipped = peer.prepare(peer.source_dir())
+            if skipped:
+                context["peer_skipped"] = skipped
+                say(f"seed peer (Node): skipped: {skipped}")
+            needs_redis = "redis" in options.modes or folder is not None
+            redis = stack.enter_context(running(redis_server(work_dir), None)) if needs_redis else None
             bench = cases.Bench(options.rounds, options.seconds, work_dir, upstream, bare, ADMIN_TOKEN, WORKERS, say)
+            if folder is not None and redis is not None:
+                seed = peer.peer_server(folder, work_dir, upstream.url, f"redis://127.0.0.1:{redis.port}", WORKERS)
+                bench.peer = stack.enter_context(running(seed, "/health"))
+                say(f"seed peer (Node): {seed.url}")
             wrk.run(bare.url + cases.HIT_PATH, bench.script, connections=64, seconds=1)  # warm-up
             config = gateway_config(work_dir, upstream.url)
             for mode in options.modes:

@@ -62,6 +62,29 @@ end
 """
 
 
+# A new path for every request: "<prefix><run>-<thread>-<n>", so every request is a cache miss.
+UNIQUE_LUA = r"""
+local prefix = "%(prefix)s"
+local threads = 0
+
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+
+init = function(args)
+  math.randomseed(os.time() * 1000 + (id or 0))
+  run = math.random(1, 1000000000)
+  n = 0
+end
+
+request = function()
+  n = n + 1
+  return wrk.format("GET", prefix .. run .. "-" .. (id or 0) .. "-" .. n)
+end
+"""
+
+
 class WrkError(RuntimeError):
     """wrk failed or printed no result."""
 
@@ -107,6 +130,11 @@ def zipf_script(directory: Path, prefix: str, keys: int, exponent: float) -> Pat
     """Write a script that requests ``prefix + rank`` with Zipf-distributed ranks."""
     body = ZIPF_LUA % {"keys": keys, "exponent": exponent, "prefix": prefix}
     return write_script(directory, f"zipf-{keys}", body)
+
+
+def unique_script(directory: Path, prefix: str) -> Path:
+    """Write a script that requests a path never asked before, ``prefix`` then a fresh suffix."""
+    return write_script(directory, "unique", UNIQUE_LUA % {"prefix": prefix})
 
 
 def parse(output: str) -> WrkResult:

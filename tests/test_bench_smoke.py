@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import client, wrk
+from bench import client, peer, wrk
 from bench.__main__ import parse_args
 from bench.apps import BODY
 from bench.report import Row, markdown
@@ -42,13 +42,29 @@ def test_command_line_quick_and_only() -> None:
 
 
 def test_table_lists_rows_and_problems() -> None:
-    rows = [Row("1", "cache hit", "embedded", "req/s", "100", "bare 200", "0.50× bare", "≥ 0.65× bare", False),
+    rows = [Row("1", "cache hit", "embedded", "req/s", "100", "bare 200", "0.50× bare", "0.80× (seed 125 req/s)",
+                "≥ 1.0× seed", False),
             Row("4", "circuit open", "redis", "req/s", "90", problems=["gateway: 3 socket errors"])]
     context = {"started": "now", "cpus": 2, "workers": 2, "rounds": 1, "seconds": 1, "wrk_threads": "-t2",
                "request_log": "file", "modes": ["embedded", "redis"]}
     table = markdown(rows, context)
-    assert "| 1 | cache hit | embedded |" in table and "**no**" in table
+    assert "| vs seed (Node) |" in table
+    assert "| 1 | cache hit | embedded | req/s | 100 | bare 200 | 0.50× bare | 0.80× (seed 125 req/s) |" in table
+    assert "**no**" in table
     assert "**ERRORS**" in table and "gateway: 3 socket errors" in table
+    skipped = markdown(rows, {**context, "peer_skipped": "node and npm are not installed"})
+    assert "vs seed (Node): skipped: node and npm are not installed" in skipped
+
+
+def test_peer_is_skipped_with_its_reason_without_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(peer.shutil, "which", lambda name: None)
+    folder, reason = peer.prepare(tmp_path)
+    assert folder is None and "node and npm are not installed" in reason
+
+
+def test_peer_folder_without_its_sources_is_skipped(tmp_path: Path) -> None:
+    folder, reason = peer.prepare(tmp_path / "nowhere")
+    assert folder is None and ("SEED_PEER_DIR" in reason or "node" in reason)
 
 
 def test_upstream_counts_calls_and_bare_answers_the_same_bytes(tmp_path: Path) -> None:
