@@ -400,3 +400,34 @@ def test_forwarding_facts_are_kept_only_from_trusted_peers(peer: str, kept: bool
     sent = json.dumps(call.upstream_headers)
     assert ("evil" in sent) is kept
     assert ("8443" in sent) is kept
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n",
+     400, "bad_request"),
+    (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+     501, "not_implemented"),
+    (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "bad_request"),
+    (b"GET /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nX-A: a\r\n folded\r\n\r\n", 400, "bad_request"),
+    (head(b"/tracking/_debug/echo/" + b"a" * 10_000), 414, "uri_too_long"),
+    (head(ECHO.encode(), b"X-Big: " + b"b" * 70_000), 431, "headers_too_large"),
+    (head(ECHO.encode(), *[b"X-H%d: v" % i for i in range(300)]), 431, "headers_too_large"),
+])
+def test_what_the_server_refuses_is_the_json_envelope(gateway: GatewayProcess, request_bytes: bytes, status: int,
+                                                      code: str) -> None:
+    answer = exchange(gateway, request_bytes)
+    assert statuses(answer) == [status], answer[:300]
+    error = json.loads(body_of(answer))["error"]
+    assert error["status"] == status and error["code"] == code and error["request_id"]
+    assert b"Content-Type: application/json" in answer
+
+
+@pytest.mark.e2e
+def test_pipelined_requests_are_answered_in_order(gateway: GatewayProcess) -> None:
+    one = b"GET /tracking/_debug/echo/1 HTTP/1.1\r\nHost: gw.test\r\n\r\n"
+    two = b"GET /tracking/_debug/echo/2 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"
+    answer = exchange(gateway, one + two)
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2, answer  # the second starts right after the first body
+    assert answer.index(b"/_debug/echo/1") < answer.index(b"/_debug/echo/2")

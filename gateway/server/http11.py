@@ -350,11 +350,11 @@ class Connection:
         try:
             result = self.app(environ, writer.start_response)
         except Exception:
-            return writer.fail(environ)
+            return self.failed(writer, environ)
         try:
             kept = writer.send(result)
         except Exception:
-            return writer.fail(environ)
+            return self.failed(writer, environ)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -363,6 +363,13 @@ class Connection:
                 except Exception:
                     pass
         return kept and self.skip_body(request)
+
+    def failed(self, writer: Writer, environ: dict[str, Any]) -> bool:
+        """The app raised: a body the parser refused is the client's 4xx; anything else is the app's 500."""
+        if self.refusal is not None and not writer.sent_head:
+            self.answer_refusal(self.refusal)
+            return False
+        return writer.fail(environ)
 
     def skip_body(self, request: Request) -> bool:
         """Read past what the app left unread of the body, so the next request starts where it should."""
