@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-RESERVED_PREFIXES = ("/health", "/stats", "/metrics", "/dashboard", "/admin")
+RESERVED_PREFIXES = ("/health", "/ready", "/stats", "/metrics", "/dashboard", "/admin")
 
 
 class ConfigError(ValueError):

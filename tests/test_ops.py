@@ -80,6 +80,23 @@ def test_health(tmp_path: Path) -> None:
     assert answer.status_code == 503 and answer.get_json() == {"status": "draining"}
 
 
+def test_ready_says_redis_but_never_fails_on_it(tmp_path: Path) -> None:
+    app = make_app(tmp_path, OPS_TOKEN=TOKEN)  # open like /health: load balancers carry no token
+    client = app.test_client()
+    answer = client.get("/ready")
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    body = answer.get_json()
+    assert (body["status"], body["ready"], body["redis"]) == ("ready", True, "disabled")
+    app.extensions["gateway.redis"] = Link(up=False)
+    answer = client.get("/ready")
+    assert answer.status_code == 200 and answer.get_json()["redis"] == "down"
+    app.extensions["gateway.redis"] = Link(up=True)
+    assert client.get("/ready").get_json()["redis"] == "up"
+    app.extensions["gateway.lifecycle"].draining = True
+    answer = client.get("/ready")
+    assert answer.status_code == 503 and answer.get_json() == {"status": "draining", "ready": False}
+
+
 def test_stats_endpoints(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     stats = app.extensions["gateway.stats"]
