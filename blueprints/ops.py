@@ -120,9 +120,9 @@ def cache_stats() -> Response:
 
 @ops.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text exposition of this instance."""
+    """Prometheus exposition of this instance: OpenMetrics when the scraper's Accept asks for it."""
     require_ops_token()
-    body, content_type = current_app.extensions["gateway.metrics"].render()
+    body, content_type = current_app.extensions["gateway.metrics"].render(request.headers.get("Accept"))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 

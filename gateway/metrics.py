@@ -4,26 +4,39 @@ Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set before the workers fork) switc
 to its multiprocess mode: each worker writes its values to memory-mapped files and a scrape merges
 them. Without it the values live in a private registry of this process. Label values are bounded:
 configured service names (else ``other``), the seven forwarded methods (else ``OTHER``), status
-classes and cache results.
+codes (100-599, else ``other``) and classes, cache results and breaker outcomes.
+
+What is known at scrape time is read then, never on the request path (:class:`ScrapeCollector`):
+build info, the cache's entries and bytes, and the ``process_*`` metrics of every live worker,
+labelled by ``pid`` (read from ``/proc``, so one scrape covers the whole instance). The format
+follows the scraper's ``Accept``: OpenMetrics when asked for, else the Prometheus text format.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import platform
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client import values as prometheus_values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway import __version__
 from gateway.config import Settings
 from gateway.redis_link import RedisLink
+
+log = logging.getLogger("gateway.metrics")
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CACHE_RESULTS = frozenset({"hit", "miss", "stale", "revalidated", "bypass"})
 CACHE_EVENTS = CACHE_RESULTS | {"coalesced", "upstream_call"}
 STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+OUTCOMES = ("success", "failure", "timeout", "reject")
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -44,10 +57,12 @@ class Metrics:
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry()
         self._extensions: Mapping[str, Any] = {}
-        self._children: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self._children: dict[tuple[str, str, str, str, str], tuple[Any, ...]] = {}
         r = self.registry
-        self.requests = Counter("gateway_requests", "Proxied requests answered.",
-                                ["service", "method", "status_class", "cache"], registry=r)
+        self.requests = Counter("gateway_requests", "Proxied requests answered, by status code and class.",
+                                ["service", "method", "code", "status_class", "cache"], registry=r)
+        self.in_flight = Gauge("gateway_requests_in_flight", "Proxied requests being answered now.",
+                               registry=r, multiprocess_mode="livesum")
         self.request_duration = Histogram("gateway_request_duration_seconds", "Time to answer a proxied request.",
                                           ["service", "cache"], buckets=REQUEST_BUCKETS, registry=r)
         self.upstream_duration = Histogram("gateway_upstream_duration_seconds",
@@ -62,11 +77,21 @@ class Metrics:
                                            ["service", "from", "to"], registry=r)
         self.breaker_rejects = Counter("gateway_breaker_rejects", "Calls refused by an open circuit.",
                                        ["service"], registry=r)
+        self.breaker_calls = Counter("gateway_breaker_calls",
+                                     "Calls through a circuit breaker by outcome: success, failure (5xx, refused, "
+                                     "cut short; timeouts apart), timeout, reject (refused by an open circuit).",
+                                     ["service", "outcome"], registry=r)
         self.service_up = Gauge("gateway_service_up", "Last active health check passed (1) or failed (0).",
                                 ["service"], registry=r, multiprocess_mode="livemax")
         self.cache_events = Counter("gateway_cache_events", "Cache results and events.", ["event"], registry=r)
         for name in settings.services:
             self.breaker_rejects.labels(name)
+            for outcome in OUTCOMES:
+                self.breaker_calls.labels(name, outcome)
+        self._outcomes: dict[tuple[str, str], Any] = {}
+        self.scrape = ScrapeCollector(self)
+        if not self.multiprocess:
+            self.registry.register(self.scrape)
         for event in CACHE_EVENTS:
             self.cache_events.labels(event)
 
@@ -86,8 +111,9 @@ class Metrics:
         """Count one proxied request."""
         result = cache.lower() if cache and cache.lower() in CACHE_RESULTS else "none"
         klass = status // 100
+        valid = 1 <= klass <= 5
         key = (self._service(service), method if method in METHODS else "OTHER",
-               f"{klass}xx" if 1 <= klass <= 5 else "other", result)
+               str(status) if valid else "other", f"{klass}xx" if valid else "other", result)
         children = self._children.get(key)
         if children is None:
             # labels() costs microseconds; the label sets are bounded, so their children are kept.
@@ -118,6 +144,16 @@ class Metrics:
     def breaker_reject(self, service: str) -> None:
         """Count a call refused by an open circuit."""
         self.breaker_rejects.labels(self._service(service)).inc()
+        self.breaker_call(service, "reject")
+
+    def breaker_call(self, service: str, outcome: str) -> None:
+        """Count one call through a breaker by its outcome (``success``, ``failure``, ``timeout``, ``reject``)."""
+        key = (service, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._outcomes[key] = self.breaker_calls.labels(
+                self._service(service), outcome if outcome in OUTCOMES else "failure")
+        child.inc()
 
     def publish_breaker_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Set the state gauge from breaker snapshots (``{service: {"state": ...}}``)."""
@@ -128,8 +164,8 @@ class Metrics:
         """Record the result of an active health check."""
         self.service_up.labels(self._service(service)).set(1 if up else 0)
 
-    def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition in the format ``accept`` asks for (OpenMetrics or Prometheus text) and its content type."""
         registry = self._extensions.get("gateway.breakers")
         if registry is not None:
             # Read the breakers at scrape time: transitions seen by other workers (or instances, with
@@ -142,8 +178,87 @@ class Metrics:
                     except Exception:  # a breaker that cannot be read must not fail the scrape
                         continue
             self.publish_breaker_states(states)
+        encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess:
             merged = CollectorRegistry()
             MultiProcessCollector(merged)
-            return generate_latest(merged), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            merged.register(self.scrape)
+            return encoder(merged), content_type
+        return encoder(self.registry), content_type
+
+
+class ScrapeCollector:
+    """Metrics read when scraped: build info, cache size, and each live worker's process metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.platform = PlatformCollector(registry=None)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the scrape-time families (each part skipped if it cannot be read)."""
+        info = GaugeMetricFamily("gateway_build_info", "The gateway's version and Python; always 1.",
+                                 labels=["version", "python_version", "python_implementation"])
+        info.add_metric([__version__, platform.python_version(), platform.python_implementation()], 1)
+        yield info
+        yield from self.platform.collect()
+        yield from self._cache_size()
+        yield from self._processes()
+
+    def _cache_size(self) -> Iterator[Metric]:
+        stats = self.metrics._extensions.get("gateway.stats")
+        size = getattr(stats, "cache_size", None)
+        if not callable(size):
+            return
+        try:
+            entries, used = size()
+        except Exception:  # the cache's trouble must not fail the scrape
+            log.exception("cache size unreadable at scrape")
+            return
+        if entries is not None:
+            yield GaugeMetricFamily("gateway_cache_entries", "Responses stored in the cache now (this instance's "
+                                    "workers, or the shared Redis store).", value=entries)
+        if used is not None:
+            yield GaugeMetricFamily("gateway_cache_bytes", "Bytes the cache holds now (memory store: entry sizes; "
+                                    "Redis: the server's used_memory).", value=used)
+
+    def _processes(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in worker_pids(self.metrics.multiprocess):
+            try:
+                found = list(ProcessCollector(pid=_fixed(pid), registry=None).collect())
+            except Exception:  # a worker that just exited
+                continue
+            for family in found:
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, f"{family.documentation} Per worker, by pid.", family.type)
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
+
+
+def _fixed(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+def worker_pids(multiprocess: bool) -> list[int]:
+    """This worker and, under gunicorn (multiprocess mode), its sibling workers: the master's children."""
+    own = os.getpid()
+    if not multiprocess:
+        return [own]
+    master = os.getppid()
+    pids: set[int] = {own}
+    try:
+        with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as handle:
+            pids.update(int(p) for p in handle.read().split())
+    except (OSError, ValueError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                        if int(handle.read().rpartition(")")[2].split()[1]) == master:
+                            pids.add(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+    return sorted(pids)

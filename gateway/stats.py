@@ -157,6 +157,8 @@ class GatewayStats:
                 key = f"{service}|{field}"
                 self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
         self._ensure_flusher()
+        if self.metrics is not None:
+            self.metrics.breaker_call(service, name.lower())
 
     def on_reject(self, service: str) -> None:
         """Breaker listener: a call was refused by an open circuit."""
@@ -330,15 +332,25 @@ class GatewayStats:
         out = cache_report(c, CACHE_WINDOW)
         size = self._store_size()
         if size is not None:
-            out["keys"], out["memory_used_bytes"] = size.get("keys"), size.get("memory_used_bytes")
-            if self.link is None:
-                for other in others:  # the embedded caches of the other live workers
-                    theirs = other["store"]
-                    if self.clock() - other["written_at"] <= FRESH_SECONDS and theirs:
-                        out["keys"] = (out["keys"] or 0) + int(theirs.get("keys") or 0)
-                        out["memory_used_bytes"] = (out["memory_used_bytes"] or 0) + int(
-                            theirs.get("memory_used_bytes") or 0)
+            out["keys"], out["memory_used_bytes"] = self._instance_size(size, others)
         return out
+
+    def cache_size(self) -> tuple[int | None, int | None]:
+        """Entries and bytes of the cache now: the shared store's, or the sum of this instance's workers'."""
+        size = self._store_size()
+        if size is None:
+            return None, None
+        return self._instance_size(size, self._files.others() if self.link is None else [])
+
+    def _instance_size(self, size: dict[str, Any], others: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+        keys, used = size.get("keys"), size.get("memory_used_bytes")
+        if self.link is None:
+            for other in others:  # the embedded caches of the other live workers
+                theirs = other["store"]
+                if self.clock() - other["written_at"] <= FRESH_SECONDS and theirs:
+                    keys = (keys or 0) + int(theirs.get("keys") or 0)
+                    used = (used or 0) + int(theirs.get("memory_used_bytes") or 0)
+        return keys, used
 
     def _store_size(self) -> dict[str, Any] | None:
         """``keys`` and ``memory_used_bytes`` of this worker's cache (shared with Redis), if there is one."""
