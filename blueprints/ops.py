@@ -118,6 +118,16 @@ def cache_stats() -> Response:
     return _json(current_app.extensions["gateway.stats"].cache_stats())
 
 
+@ops.get("/stats/history")
+def history_stats() -> Response:
+    """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""
+    require_ops_token()
+    history = current_app.extensions.get("gateway.history")
+    if history is None:
+        return _json({"window_s": 0, "interval_s": 0, "now": time.time(), "t": [], "services": {}})
+    return _json(history.report())
+
+
 @ops.get("/metrics")
 def metrics() -> Response:
     """Prometheus exposition of this instance: OpenMetrics when the scraper's Accept asks for it."""

@@ -98,6 +98,7 @@ class Settings:
     cb_volume_threshold: int = 3
     cb_reset_timeout: float = 30.0
     health_check_interval: float = 10.0
+    stats_history_interval: float = 10.0
     max_body_bytes: int = 1_048_576
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     admin_token: str | None = None
@@ -445,6 +446,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         cb_volume_threshold=int(_number("CB_VOLUME_THRESHOLD", val("CB_VOLUME_THRESHOLD", 3), integer=True)),
         cb_reset_timeout=_number("CB_RESET_TIMEOUT", val("CB_RESET_TIMEOUT", 30)),
         health_check_interval=_number("HEALTH_CHECK_INTERVAL", val("HEALTH_CHECK_INTERVAL", 10)),
+        stats_history_interval=_number("STATS_HISTORY_INTERVAL", val("STATS_HISTORY_INTERVAL", 10), minimum=1),
         max_body_bytes=int(_number("MAX_BODY_BYTES", val("MAX_BODY_BYTES", 1_048_576), integer=True)),
         forwarded_allow_ips=allow_ips,
         admin_token=get("ADMIN_TOKEN"),
@@ -454,6 +456,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         log_format=log_format,
     )
     _check_threshold("CB_ERROR_THRESHOLD", settings.cb_error_threshold)
+    if settings.stats_history_interval > 60:
+        raise ConfigError("STATS_HISTORY_INTERVAL", f"at most 60 seconds, got {get('STATS_HISTORY_INTERVAL')!r}")
 
     services: dict[str, ServiceConfig] = {}
     for name, prefix, variable, default_url, cached in BUILTIN_SERVICES:

@@ -35,6 +35,7 @@ log = logging.getLogger("gateway.metrics")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CACHE_RESULTS = frozenset({"hit", "miss", "stale", "revalidated", "bypass"})
 CACHE_EVENTS = CACHE_RESULTS | {"coalesced", "upstream_call"}
+LOOKUPS = frozenset({"hit", "miss", "stale", "revalidated"})  # a BYPASS was never looked up
 STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 OUTCOMES = ("success", "failure", "timeout", "reject")
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -164,20 +165,27 @@ class Metrics:
         """Record the result of an active health check."""
         self.service_up.labels(self._service(service)).set(1 if up else 0)
 
+    def refresh_breaker_states(self) -> None:
+        """Set the state gauge from the breakers themselves.
+
+        Transitions seen by other workers (or instances, with Redis), or an OPEN turning HALF_OPEN by
+        time alone, fire no listener here: the state is read when it is wanted.
+        """
+        registry = self._extensions.get("gateway.breakers")
+        if registry is None:
+            return
+        states = {}
+        for name in self.settings.services:
+            if name in registry:
+                try:
+                    states[name] = {"state": registry[name].state}
+                except Exception:  # a breaker that cannot be read must not fail the caller
+                    continue
+        self.publish_breaker_states(states)
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition in the format ``accept`` asks for (OpenMetrics or Prometheus text) and its content type."""
-        registry = self._extensions.get("gateway.breakers")
-        if registry is not None:
-            # Read the breakers at scrape time: transitions seen by other workers (or instances, with
-            # Redis) or an OPEN turning HALF_OPEN by time alone fire no listener here.
-            states = {}
-            for name in self.settings.services:
-                if name in registry:
-                    try:
-                        states[name] = {"state": registry[name].state}
-                    except Exception:  # a breaker that cannot be read must not fail the scrape
-                        continue
-            self.publish_breaker_states(states)
+        self.refresh_breaker_states()
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess:
             merged = CollectorRegistry()
@@ -185,6 +193,47 @@ class Metrics:
             merged.register(self.scrape)
             return encoder(merged), content_type
         return encoder(self.registry), content_type
+
+    def history_totals(self) -> dict[str, dict[str, Any]]:
+        """Per service, this instance's running totals (summed over its workers) that the stats history samples.
+
+        ``req`` answered requests, ``err`` 5xx answers, ``hit`` cache hits, ``lookup`` cache lookups
+        (HIT, MISS, STALE, REVALIDATED: the base of every hit rate), ``le`` the cumulative duration
+        histogram by bucket bound, ``trans`` breaker transitions by ``"FROM>TO"``, ``state`` the
+        breaker's state now.
+        """
+        self.refresh_breaker_states()
+        wanted = (self.requests, self.request_duration, self.breaker_transitions, self.breaker_state)
+        if self.multiprocess:
+            families = list(MultiProcessCollector(None).collect())
+        else:
+            families = [family for metric in wanted for family in metric.collect()]
+        totals: dict[str, dict[str, Any]] = {
+            name: {"req": 0.0, "err": 0.0, "hit": 0.0, "lookup": 0.0, "le": {}, "trans": {}, "state": "CLOSED"}
+            for name in self.settings.services}
+        states = {value: state for state, value in STATE_VALUE.items()}
+        for family in families:
+            for sample in family.samples:
+                entry = totals.get(sample.labels.get("service", ""))
+                if entry is None:
+                    continue
+                labels, value = sample.labels, sample.value
+                if sample.name == "gateway_requests_total":
+                    entry["req"] += value
+                    if labels.get("status_class") == "5xx":
+                        entry["err"] += value
+                    if labels.get("cache") in LOOKUPS:
+                        entry["lookup"] += value
+                        if labels["cache"] == "hit":
+                            entry["hit"] += value
+                elif sample.name == "gateway_request_duration_seconds_bucket":
+                    entry["le"][labels["le"]] = entry["le"].get(labels["le"], 0.0) + value
+                elif sample.name == "gateway_breaker_transitions_total" and value:
+                    key = f"{labels.get('from')}>{labels.get('to')}"
+                    entry["trans"][key] = entry["trans"].get(key, 0.0) + value
+                elif sample.name == "gateway_breaker_state":
+                    entry["state"] = states.get(int(value), "CLOSED")
+        return totals
 
 
 class ScrapeCollector:

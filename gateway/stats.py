@@ -65,6 +65,7 @@ class GatewayStats:
         self.clock = clock
         self.flush_interval = flush_interval
         self.metrics: Any = None  # gateway.metrics.Metrics, attached by either init_app
+        self.history: Any = None  # gateway.stats_history.StatsHistory, sampled after each flush
         self.run_dir = run_dir or os.environ.get("GATEWAY_RUN_DIR") or private_run_dir()
         windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.cb_rolling_window]
         self.breaker_history = int(max(windows)) + 2
@@ -225,6 +226,11 @@ class GatewayStats:
                 self._push(cache, breaker, cum, now)
             if self.metrics is not None and states:
                 self.metrics.publish_breaker_states(states)
+        if self.history is not None:
+            try:
+                self.history.maybe_sample()
+            except Exception:  # the history is for the charts; it must never fail a flush or a read
+                log.exception("stats history sample failed")
 
     def _push(self, cache: Buckets, breaker: Buckets, cum: Counts, now: float) -> None:
         assert self._redis is not None

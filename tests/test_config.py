@@ -59,6 +59,8 @@ def test_fractions_and_zero_are_kept() -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"UPSTREAM_CA_BUNDLE": "/nonexistent/ca.pem"}, "UPSTREAM_CA_BUNDLE"),
+        ({"STATS_HISTORY_INTERVAL": "0.5"}, "STATS_HISTORY_INTERVAL"),
+        ({"STATS_HISTORY_INTERVAL": "61"}, "STATS_HISTORY_INTERVAL"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.yaml"}, "GATEWAY_CONFIG"),
     ],
 )
