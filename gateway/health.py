@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from gateway.clock import Clock, system_clock
 from gateway.config import HealthCheck, ServiceConfig, Settings
 from gateway.redis_link import RedisLink, StoreUnavailable
-from gateway.stats_share import private_run_dir
+from gateway.stats_share import private_run_dir, try_flock
 
 log = logging.getLogger("gateway.health")
 
@@ -214,11 +214,8 @@ class HealthMonitor:
             stop.wait(max(0.05, wait))
 
     def _acquire(self) -> bool:
-        fd = os.open(os.path.join(self.run_dir, "health.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = try_flock(os.path.join(self.run_dir, "health.lock"))
+        if fd is None:
             return False
         self._lock_fd = fd
         self._history = {name: deque(checks, maxlen=MAX_HISTORY) for name, checks in self._read_file().items()}

@@ -17,12 +17,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.clock import Clock, system_clock
+from gateway.stats_share import atomic_write, try_flock
 
 log = logging.getLogger("gateway.stats")
 
@@ -106,11 +106,8 @@ class StatsHistory:
             self.sample(now)
 
     def _acquire(self) -> bool:
-        fd = os.open(os.path.join(self.run_dir, "history.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = try_flock(os.path.join(self.run_dir, "history.lock"))
+        if fd is None:
             return False
         self._lock_fd = fd
         document = self._read()  # take over where the last sampler stopped
@@ -138,10 +135,7 @@ class StatsHistory:
         self._points = [p for p in self._points if float(p["t"]) > now - WINDOW_S]
         data = json.dumps({"interval_s": self.interval, "last": self._last, "points": self._points},
                           separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".history-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, os.path.join(self.run_dir, FILE))
+        atomic_write(os.path.join(self.run_dir, FILE), data)
 
     def _read(self) -> dict[str, Any]:
         try:

@@ -75,6 +75,26 @@ def private_run_dir() -> str:
     return path
 
 
+def try_flock(path: str) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` without waiting: the open descriptor, or None if another holds it.
+
+    How one worker per instance is elected for a job (health checks, the stats history): the
+    kernel drops the lock when its holder dies, and another worker takes it on its next try.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never half of it."""
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,10 @@ from gateway.clock import FakeClock
 from gateway.config import load_settings
 from gateway.health import HealthMonitor, check_service, classify, summarize
 from gateway.redis_link import RedisLink
+from tests.support.local_http import LocalService, QuietHandler
 
 
-class Target:
+class Target(LocalService):
     """A tiny local service whose ``/health`` can be made to fail or to be slow."""
 
     def __init__(self) -> None:
@@ -26,7 +25,7 @@ class Target:
         self.hits = 0
         target = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 target.hits += 1
                 time.sleep(target.delay)
@@ -36,18 +35,7 @@ class Target:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ from app import create_app
 from gateway.cache_entry import decode
 from gateway.config import ServiceConfig
 from gateway.redirects import ReverseMap
+from tests.support.local_http import LocalService, QuietHandler
 
 
 def reverse(url: str = "http://10.0.0.5:8080", prefix: str = "/files", **extra: Any) -> ReverseMap:
@@ -84,14 +83,14 @@ def test_headers_keep_order_and_the_switch_turns_it_off() -> None:
     assert reverse().headers(plain) is plain
 
 
-class Backend:
+class Backend(LocalService):
     """A directory-style service: ``/docs`` redirects to ``/docs/`` (as ``python -m http.server`` does)."""
 
     def __init__(self) -> None:
         self.hits = 0
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 backend.hits += 1
                 if self.path == "/docs":
@@ -109,17 +108,7 @@ class Backend:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
