@@ -292,22 +292,35 @@ def _fixed(pid: int) -> Callable[[], int]:
 
 
 def worker_pids(multiprocess: bool) -> list[int]:
-    """This worker and, under gunicorn (multiprocess mode), its sibling workers: the master's children."""
+    """This worker and, under gunicorn (multiprocess mode), its sibling workers.
+
+    The siblings are the master's children that run the same command line as this one (forked
+    workers do), so nothing else the parent may have started is taken for a worker.
+    """
     own = os.getpid()
     if not multiprocess:
         return [own]
     master = os.getppid()
-    pids: set[int] = {own}
     try:
         with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as handle:
-            pids.update(int(p) for p in handle.read().split())
+            children = [int(p) for p in handle.read().split()]
     except (OSError, ValueError):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                        if int(handle.read().rpartition(")")[2].split()[1]) == master:
-                            pids.add(int(entry))
-                except (OSError, ValueError, IndexError):
-                    continue
-    return sorted(pids)
+        children = [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _parent(int(entry)) == master]
+    mine = _cmdline(own)
+    return sorted({own, *(pid for pid in children if pid != own and _cmdline(pid) == mine)})
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None

@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium against a real gateway: live values, an OPEN breaker.
+"""The dashboard in a real headless Chromium against a real gateway: live values, OPEN and HALF_OPEN, history, 700 px.
 
 Needs Debian's ``chromium`` package (``apt-get install -y chromium``); Playwright drives it through
 ``executable_path``, so no browser download is involved. Set ``DASHBOARD_SCREENSHOT=<file.png>`` and

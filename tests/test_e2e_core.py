@@ -146,7 +146,7 @@ def test_gzip_passes_through_undecoded(gateway: GatewayProcess) -> None:
 def test_redirects_are_not_followed(gateway: GatewayProcess) -> None:
     status, headers, _ = raw(gateway, "GET", "/tracking/_debug/redirect")
     assert status == 302
-    assert values(headers, "Location") == ["/elsewhere"]
+    assert values(headers, "Location") == ["/tracking/elsewhere"]  # passed back, under the service's prefix
 
 
 def test_event_stream_is_streamed(gateway: GatewayProcess) -> None:
