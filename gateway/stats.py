@@ -273,8 +273,10 @@ class GatewayStats:
     def _encode(self, now: float, states: Mapping[str, Any]) -> dict[str, Any]:
         # Embedded mode: each worker's cache is its own, so each publishes its size to be summed.
         store = self._store_size() if self.link is None else None
+        in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
         return encode_snapshot(pid=os.getpid(), written_at=now, cache=self._cache, breaker=self._breaker,
-                               cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store)
+                               cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store,
+                               in_flight=in_flight)
 
     def _breaker_states(self) -> dict[str, dict[str, Any]]:
         """This worker's breaker states (its own in embedded mode)."""
@@ -347,6 +349,11 @@ class GatewayStats:
         if size is None:
             return None, None
         return self._instance_size(size, self._files.others() if self.link is None else [])
+
+    def in_flight_elsewhere(self) -> int:
+        """Proxied requests the other live workers of this instance are answering (as last published)."""
+        return sum(int(other.get("in_flight") or 0) for other in self._files.others()
+                   if self.clock() - other["written_at"] <= FRESH_SECONDS)
 
     def _instance_size(self, size: dict[str, Any], others: list[dict[str, Any]]) -> tuple[int | None, int | None]:
         keys, used = size.get("keys"), size.get("memory_used_bytes")

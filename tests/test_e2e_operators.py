@@ -57,10 +57,11 @@ def test_metrics_cover_every_worker_and_pass_promtool(gateway_factory, clean_sam
     for path in ("/orders/1", "/orders/1", "/orders/_debug/status/404"):
         fetch(gateway.url, path)
     held: list[Any] = []
-    slow = threading.Thread(target=lambda: held.append(fetch(gateway.url, "/orders/_debug/slow-headers?ms=1500")))
+    # Other workers' in-flight counts arrive with their stats snapshots (at most a second old).
+    slow = threading.Thread(target=lambda: held.append(fetch(gateway.url, "/orders/_debug/slow-headers?ms=4000")))
     slow.start()
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 8
         while True:
             found = samples(fetch(gateway.url, "/metrics")[2].decode())
             if found.get(("gateway_requests_in_flight", ())) == 1 or time.monotonic() > deadline:
