@@ -52,10 +52,22 @@ def test_ready_and_services_listing(gateway_factory, clean_samples) -> None:  # 
     assert ADMIN not in body.decode()
 
 
-def test_metrics_cover_every_worker_and_pass_promtool(gateway_factory, clean_samples) -> None:  # type: ignore[no-untyped-def]
-    gateway = gateway_factory({**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0"}, workers=2)
+def test_metrics_cover_every_worker_and_pass_promtool(gateway_factory, clean_samples, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    gateway = gateway_factory({**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", "GATEWAY_RUN_DIR": str(run_dir)},
+                              workers=2)
     for path in ("/orders/1", "/orders/1", "/orders/_debug/status/404"):
         fetch(gateway.url, path)
+    # Until both workers have answered a proxied request (each then publishes a stats snapshot).
+    workers = set(map(str, gateway.worker_pids()))
+    assert len(workers) == 2
+    for _ in range(200):
+        published = {p.name.split("-")[1] for p in run_dir.glob("stats-*-*.json")}
+        if workers <= published:
+            break
+        fetch(gateway.url, "/orders/1")
+        time.sleep(0.01)
+    assert workers <= published, (workers, published)
     held: list[Any] = []
     # Other workers' in-flight counts arrive with their stats snapshots (at most a second old).
     slow = threading.Thread(target=lambda: held.append(fetch(gateway.url, "/orders/_debug/slow-headers?ms=4000")))
@@ -71,8 +83,6 @@ def test_metrics_cover_every_worker_and_pass_promtool(gateway_factory, clean_sam
     finally:
         slow.join(10)
     assert held and held[0][0] == 200
-    workers = set(map(str, gateway.worker_pids()))
-    assert len(workers) == 2
     for _ in range(4):  # whichever worker answers, it reports both
         status, headers, body = fetch(gateway.url, "/metrics")
         found = samples(body.decode())
