@@ -191,3 +191,12 @@ def test_unknown_key_far_from_any_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {"services": {"order-service": {"zzz": 1}}})
     assert "valid keys: breaker, cache," in str(caught.value)
+
+
+def test_rewrite_redirects_switch() -> None:
+    s = load_settings({}, {"services": {"order-service": {"rewrite_redirects": False}}})
+    assert s.services["order-service"].rewrite_redirects is False
+    assert s.services["restaurant-service"].rewrite_redirects is True
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"services": {"order-service": {"rewrite_redirects": "maybe"}}})
+    assert caught.value.setting == "GATEWAY_CONFIG services.order-service.rewrite_redirects"
