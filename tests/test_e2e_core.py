@@ -284,6 +284,18 @@ def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_bad_config_file_stops_startup_naming_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("services:\n  order-service:\n    health_check: {path: /ping, intervall: 5}\n")
+    env = {**base_env(), "PORT": "3999", "GATEWAY_CONFIG": str(config)}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["gateway: invalid setting GATEWAY_CONFIG services.order-service.health_check.intervall: "
+                     f"unknown key 'intervall'; did you mean 'interval'? (at {config}:3:33)"]
+
+
 def test_sigterm_drains_in_flight_requests(samples: SampleServices, tmp_path: Path) -> None:
     env = {**samples.env(), "HEALTH_CHECK_INTERVAL": "0", "CB_TIMEOUT": "3"}
     with start_gateway(env, 1, log_dir=tmp_path) as gw:
