@@ -3,19 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test soak bench lint setup clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The dev tools (pytest, mypy, ruff, playwright, ...) only for test, lint and bench; `make run` needs
+# the runtime requirements and honcho alone (requirements-run.txt).
+$(STAMP): requirements.txt requirements-run.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): requirements.txt requirements-run.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-run.txt
+	touch $(RUN_STAMP)
 
 setup: $(STAMP)
 
 ## run: the five sample services and the gateway (gunicorn + gevent) on :3000
-run: $(STAMP)
+run: $(RUN_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$${PORT:-3000} $(BIN)/honcho -f Procfile.dev start -p $${PORT:-3000}
 
 ## test: the whole suite (unit, real redis-server, end-to-end through gunicorn)

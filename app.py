@@ -32,6 +32,7 @@ from gateway.messages import ProxyCall
 from gateway.redis_link import RedisLink
 from gateway.request_log import AccessLog, RequestLog, configure_logging
 from gateway.stats import GatewayStats
+from gateway.stats_history import StatsHistory
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
@@ -61,6 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Lifecycle().init_app(app)
     stats = GatewayStats(settings, link)
     stats.init_app(app)
+    StatsHistory(app.extensions["gateway.metrics"], stats.run_dir, settings.stats_history_interval).init_app(app)
     # Several workers without Redis: invalidations and forced breaker states travel between them.
     run_dir = os.environ.get("GATEWAY_RUN_DIR")
     bus = InstanceBus(run_dir) if link is None and run_dir and settings.web_concurrency > 1 else None

@@ -46,7 +46,7 @@ for _name in os.listdir(_metrics_dir):
     os.unlink(os.path.join(_metrics_dir, _name))
 # Counters are "since start": a reused run directory must not carry the last run's numbers.
 for _name in os.listdir(_run_dir):
-    if _name.startswith(("stats-", "health", "instance-bus")):
+    if _name.startswith(("stats-", "health", "history", "instance-bus")):
         os.unlink(os.path.join(_run_dir, _name))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 

@@ -1,4 +1,4 @@
-"""Operator endpoints: purge the cache, force a circuit breaker; bearer ``ADMIN_TOKEN`` only.
+"""Operator endpoints: list the services, purge the cache, force a circuit breaker; bearer ``ADMIN_TOKEN`` only.
 
 The blueprint parses and authenticates; the cache and the breakers do the work.
 """
@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway.breaker import ACTIONS
 from gateway.errors import CacheUnavailable, Forbidden, NotFound, Unauthorized
+from gateway.inventory import describe_services
 from gateway.redis_link import StoreUnavailable
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -26,6 +27,17 @@ def require_admin_token() -> None:
     # compare_digest on bytes: constant time, and no TypeError on non-ASCII input.
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized(headers=[("WWW-Authenticate", "Bearer")])
+
+
+@admin.get("/services")
+def list_services() -> Response:
+    """Every service: prefix, upstream, cache, breaker and health-check settings (secrets redacted)."""
+    settings = current_app.config["GATEWAY_SETTINGS"]
+    listing = describe_services(settings, current_app.extensions.get("gateway.health"),
+                                current_app.extensions.get("gateway.breakers"))
+    response = jsonify(listing)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @admin.post("/circuit-breakers/<service>/<action>")

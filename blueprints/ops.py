@@ -1,6 +1,6 @@
-"""Observability endpoints: health, service health, stats, Prometheus metrics, dashboard.
+"""Observability endpoints: health, readiness, service health, stats, Prometheus metrics, dashboard.
 
-``/health`` is always open (load balancers call it). The others need ``OPS_TOKEN`` when it is set,
+``/health`` and ``/ready`` are always open (load balancers call them). The others need ``OPS_TOKEN`` when it is set,
 as a bearer token or as the password of HTTP basic auth, so a browser can open the dashboard.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import os
 import time
 from importlib import resources
 from typing import Any
@@ -62,21 +63,37 @@ def _json(payload: Any, status: int = 200) -> Response:
     return response
 
 
+def _redis_state() -> str:
+    """``disabled`` without REDIS_URL, else ``up`` or ``down``."""
+    link = current_app.extensions.get("gateway.redis")
+    if link is None:
+        return "disabled"
+    # Skip the ping while the link is in its back-off period: the answer is known and fast.
+    return "up" if link.is_up and link.ping() else "down"
+
+
 @ops.get("/health")
 def health() -> Response:
     """Liveness: 200 while the gateway can serve, 503 once it is draining after SIGTERM."""
     lifecycle = current_app.extensions.get("gateway.lifecycle")
     if lifecycle is not None and getattr(lifecycle, "draining", False):
         return _json({"status": "draining"}, 503)
-    link = current_app.extensions.get("gateway.redis")
-    if link is None:
-        redis = "disabled"
-    else:
-        # Skip the ping while the link is in its back-off period: the answer is known and fast.
-        redis = "up" if link.is_up and link.ping() else "down"
     started = getattr(lifecycle, "started_at", _process_started)
-    return _json({"status": "ok", "redis": redis, "version": __version__,
+    return _json({"status": "ok", "redis": _redis_state(), "version": __version__,
                   "uptime_s": round(max(0.0, time.time() - started), 3)})
+
+
+@ops.get("/ready")
+def ready() -> Response:
+    """Readiness for load balancers: 200 while this worker serves and is not draining, else 503.
+
+    Redis being down does not make the gateway unready (it serves from memory and local breakers
+    meanwhile); the answer says so, for the operator, without failing on it.
+    """
+    lifecycle = current_app.extensions.get("gateway.lifecycle")
+    if lifecycle is not None and getattr(lifecycle, "draining", False):
+        return _json({"status": "draining", "ready": False}, 503)
+    return _json({"status": "ready", "ready": True, "redis": _redis_state(), "pid": os.getpid()})
 
 
 @ops.get("/health/services")
@@ -101,11 +118,21 @@ def cache_stats() -> Response:
     return _json(current_app.extensions["gateway.stats"].cache_stats())
 
 
+@ops.get("/stats/history")
+def history_stats() -> Response:
+    """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""
+    require_ops_token()
+    history = current_app.extensions.get("gateway.history")
+    if history is None:
+        return _json({"window_s": 0, "interval_s": 0, "now": time.time(), "t": [], "services": {}})
+    return _json(history.report())
+
+
 @ops.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text exposition of this instance."""
+    """Prometheus exposition of this instance: OpenMetrics when the scraper's Accept asks for it."""
     require_ops_token()
-    body, content_type = current_app.extensions["gateway.metrics"].render()
+    body, content_type = current_app.extensions["gateway.metrics"].render(request.headers.get("Accept"))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 

@@ -34,7 +34,17 @@ def make_service_blueprint(service: ServiceConfig) -> Blueprint:
         settings = current_app.config["GATEWAY_SETTINGS"]
         call = build_call(request.environ, service, settings, g.request_id)
         g.call = call
-        return to_response(forward_request(call, current_app.extensions["gateway.engine"]))
+        in_flight = getattr(current_app.extensions.get("gateway.metrics"), "in_flight", None)
+        if in_flight is None:
+            return to_response(forward_request(call, current_app.extensions["gateway.engine"]))
+        in_flight.inc()
+        try:
+            response = to_response(forward_request(call, current_app.extensions["gateway.engine"]))
+        except BaseException:
+            in_flight.dec()
+            raise
+        response.call_on_close(in_flight.dec)
+        return response
 
     for rule in (service.prefix, service.prefix + "/<rest:rest>"):
         blueprint.add_url_rule(rule, endpoint="proxy", view_func=proxy, methods=FORWARDED_METHODS,

@@ -116,6 +116,8 @@ class ProxyWSGI:
         # Nested prefixes (/menus and /menus/v2) are left to Werkzeug's rule ordering.
         nested = {p for p in prefixes for q in prefixes if p != q and (q.startswith(p + "/") or p.startswith(q + "/"))}
         self.routes = [(s.prefix, s.prefix + "/", s) for s in settings.services.values() if s.prefix not in nested]
+        metrics = app.extensions.get("gateway.metrics")
+        self.in_flight = getattr(metrics, "in_flight", None)  # a gauge: one inc and one dec a request
 
     def service_for(self, path: str) -> ServiceConfig | None:
         """The service whose prefix ``path`` is under, if this path serves it."""
@@ -148,6 +150,9 @@ class ProxyWSGI:
         cache: str | None = None
         callbacks: list[Callable[[], None]] = []
         body: Any = None
+        in_flight = self.in_flight
+        if in_flight is not None:
+            in_flight.inc()
         try:
             call = build_call(environ, service, self.settings, request_id)
             result = forward_request(call, self.engine)
@@ -167,6 +172,8 @@ class ProxyWSGI:
         headers = finish_headers(status, headers, payload)
         callbacks.append(self.requests.closer(started, request_id, method, path, status, call, cache,
                                               environ.get("REMOTE_ADDR")))
+        if in_flight is not None:
+            callbacks.append(in_flight.dec)
         start_response(status_line(status), headers)
         if method == "HEAD" or 100 <= status < 200 or status in (204, 304):
             chunks: Iterable[bytes] = ()

@@ -6,6 +6,7 @@ line and exit before any worker forks.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -14,15 +15,40 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-RESERVED_PREFIXES = ("/health", "/stats", "/metrics", "/dashboard", "/admin")
+RESERVED_PREFIXES = ("/health", "/ready", "/stats", "/metrics", "/dashboard", "/admin")
 
 
 class ConfigError(ValueError):
-    """A setting has a value the gateway cannot start with."""
+    """A setting has a value the gateway cannot start with (``where``: file, line and column, if known)."""
 
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"invalid setting {setting}: {message}")
+    def __init__(self, setting: str, message: str, where: str | None = None) -> None:
+        super().__init__(f"invalid setting {setting}: {message}" + (f" ({where})" if where else ""))
         self.setting = setting
+        self.message = message
+        self.where = where
+
+
+def unknown_key(setting: str, key: Any, valid: set[str]) -> ConfigError:
+    """An unknown key, with the nearest valid one suggested when there is a close one."""
+    near = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(setting, f"unknown key {str(key)!r}{hint}")
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How the gateway checks one service's health; ``interval``/``timeout`` None follow the gateway's."""
+
+    enabled: bool = True
+    path: str = "/health"
+    interval: float | None = None
+    timeout: float | None = None
+    expected_status: tuple[str, ...] = ("2xx",)
+
+    def passes(self, status: int) -> bool:
+        """Whether an answer with ``status`` counts as healthy."""
+        text = str(status)
+        return any(text == want or (want.endswith("xx") and text[0] == want[0]) for want in self.expected_status)
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,8 @@ class ServiceConfig:
     share_public_across_users: bool = False
     timeout: float = 10.0
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    health_check: HealthCheck = field(default_factory=HealthCheck)
+    rewrite_redirects: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,7 @@ class Settings:
     cb_volume_threshold: int = 3
     cb_reset_timeout: float = 30.0
     health_check_interval: float = 10.0
+    stats_history_interval: float = 10.0
     max_body_bytes: int = 1_048_576
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     admin_token: str | None = None
@@ -97,8 +126,10 @@ BUILTIN_SERVICES = (
 
 SERVICE_KEYS = {
     "prefix", "url", "strip_prefix", "cache", "cache_ttl", "share_public_across_users", "timeout", "breaker",
+    "health_check", "rewrite_redirects",
 }
 BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
+HEALTH_KEYS = {"path", "interval", "timeout", "expected_status"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -155,40 +186,106 @@ def _prefix(setting: str, raw: Any) -> str:
     return text
 
 
-def _read_file(path: str) -> dict[str, Any]:
+Positions = dict[tuple[str, ...], tuple[int, int]]
+
+
+def _positions(text: str) -> Positions:
+    """Line and column (1-based) of every key and value in a YAML (or JSON) text, by key path.
+
+    A key's own position is stored under its path plus ``"<key>"``. JSON is read through the YAML
+    composer too: it only serves to point at places, the values come from ``json``.
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    found: Positions = {}
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        found.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*path, str(key.value))
+                found[(*here, "<key>")] = (key.start_mark.line + 1, key.start_mark.column + 1)
+                walk(value, here)
+
+    if root is not None:
+        walk(root, ())
+    return found
+
+
+def _read_file(path: str) -> tuple[dict[str, Any], Positions]:
+    """The ``services`` mapping of a GATEWAY_CONFIG file and where each of its keys and values is."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except OSError as exc:
-        raise ConfigError("GATEWAY_CONFIG", f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if path.endswith(".json"):
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError("GATEWAY_CONFIG", f"cannot read {path}: {reason}") from None
+    if path.endswith(".json"):
+        try:
             data = json.loads(text)
-        else:
-            import yaml  # only needed when a YAML file is used
+        except json.JSONDecodeError as exc:
+            raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc.msg}",
+                              f"at {path}:{exc.lineno}:{exc.colno}") from None
+    else:
+        import yaml  # only needed when a YAML file is used
 
+        try:
             data = yaml.safe_load(text)
-    except ValueError as exc:
-        raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc}") from None
-    except Exception as exc:  # yaml.YAMLError does not derive from ValueError
-        raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc}".splitlines()[0]) from None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"at {path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else None
+            problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+            raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {problem}", where) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError("GATEWAY_CONFIG", f"{path} does not parse: {exc}".splitlines()[0]) from None
+    positions = _positions(text)
+
+    def at(*keys: str) -> str | None:
+        spot = positions.get(keys)
+        return f"at {path}:{spot[0]}:{spot[1]}" if spot else None
+
     if data is None:
         data = {}
-    if not isinstance(data, dict) or set(data) - {"services"}:
-        raise ConfigError("GATEWAY_CONFIG", "the file has one key, 'services'")
+    if not isinstance(data, dict):
+        raise ConfigError("GATEWAY_CONFIG", "the file is a mapping with one key, 'services'", at())
+    extra = sorted(map(str, set(data) - {"services"}))
+    if extra:
+        error = unknown_key("GATEWAY_CONFIG", extra[0], {"services"})
+        raise ConfigError("GATEWAY_CONFIG", error.message, at(extra[0], "<key>"))
     services = data.get("services") or {}
     if not isinstance(services, dict):
-        raise ConfigError("GATEWAY_CONFIG", "'services' must be a mapping of name to settings")
-    return services
+        raise ConfigError("GATEWAY_CONFIG", "'services' must be a mapping of name to settings", at("services"))
+    return services, positions
+
+
+def _locate(error: ConfigError, name: str, positions: Positions, path: str) -> ConfigError:
+    """The same error, told where in the GATEWAY_CONFIG file the offending key or value is."""
+    head = f"GATEWAY_CONFIG services.{name}"
+    if error.where or not error.setting.startswith(head):
+        return error
+    rest = [part for part in error.setting[len(head):].split(".") if part]
+    keys: tuple[str, ...] = ("services", name, *rest)
+    if error.message.startswith("unknown key"):
+        keys = (*keys, "<key>")
+    while keys and keys not in positions:
+        keys = keys[:-1]
+    spot = positions.get(keys)
+    if spot is None:
+        return error
+    return ConfigError(error.setting, error.message, f"at {path}:{spot[0]}:{spot[1]}")
 
 
 def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defaults: Settings) -> ServiceConfig:
     where = f"GATEWAY_CONFIG services.{name}"
     if not isinstance(raw, Mapping):
         raise ConfigError(where, "must be a mapping")
-    unknown = set(raw) - SERVICE_KEYS
+    unknown = sorted(map(str, set(raw) - SERVICE_KEYS))
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        raise unknown_key(f"{where}.{unknown[0]}", unknown[0], SERVICE_KEYS)
     if base is None:
         if "prefix" not in raw or "url" not in raw:
             raise ConfigError(where, "a new service needs 'prefix' and 'url'")
@@ -201,9 +298,9 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
         braw = raw["breaker"]
         if not isinstance(braw, Mapping):
             raise ConfigError(f"{where}.breaker", "must be a mapping")
-        bad = set(braw) - BREAKER_KEYS
+        bad = sorted(map(str, set(braw) - BREAKER_KEYS))
         if bad:
-            raise ConfigError(f"{where}.breaker.{sorted(bad)[0]}", "unknown key")
+            raise unknown_key(f"{where}.breaker.{bad[0]}", bad[0], BREAKER_KEYS)
         breaker = BreakerSettings(
             error_threshold=_number(f"{where}.breaker.error_threshold",
                                     braw.get("error_threshold", breaker.error_threshold)),
@@ -226,7 +323,40 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
         ),
         timeout=_positive(f"{where}.timeout", raw.get("timeout", base.timeout)),
         breaker=breaker,
+        health_check=_health_check(f"{where}.health_check", raw["health_check"]) if "health_check" in raw
+        else base.health_check,
+        rewrite_redirects=_bool(f"{where}.rewrite_redirects", raw.get("rewrite_redirects", base.rewrite_redirects)),
     )
+
+
+def _health_check(where: str, raw: Any) -> HealthCheck:
+    """``health_check``: false (off), true (the default check), or a mapping of path, interval, timeout..."""
+    if isinstance(raw, bool) or (isinstance(raw, str) and raw.strip().lower() in {"off", "on", "false", "true"}):
+        return HealthCheck() if _bool(where, raw) else HealthCheck(enabled=False)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"expected false or a mapping of {', '.join(sorted(HEALTH_KEYS))}, got {raw!r}")
+    bad = sorted(map(str, set(raw) - HEALTH_KEYS))
+    if bad:
+        raise unknown_key(f"{where}.{bad[0]}", bad[0], HEALTH_KEYS)
+    path = str(raw.get("path", "/health")).strip()
+    if not path.startswith("/") or any(c.isspace() or c == "#" for c in path):
+        raise ConfigError(f"{where}.path", f"a path looks like /health, got {raw.get('path')!r}")
+    expected = raw.get("expected_status", ["2xx"])
+    if isinstance(expected, (str, int)) and not isinstance(expected, bool):
+        expected = [expected]
+    if not isinstance(expected, list) or not expected:
+        raise ConfigError(f"{where}.expected_status", f"expected a status or a list of them, got {expected!r}")
+    statuses = []
+    for item in expected:
+        text = str(item).strip().lower()
+        if isinstance(item, bool) or not (
+            (text.isdigit() and 100 <= int(text) <= 599) or (len(text) == 3 and text[0] in "12345" and text[1:] == "xx")
+        ):
+            raise ConfigError(f"{where}.expected_status", f"a status is 100-599 or a class like 2xx, got {item!r}")
+        statuses.append(text)
+    interval = _positive(f"{where}.interval", raw["interval"]) if "interval" in raw else None
+    timeout = _positive(f"{where}.timeout", raw["timeout"]) if "timeout" in raw else None
+    return HealthCheck(path=path, interval=interval, timeout=timeout, expected_status=tuple(statuses))
 
 
 def _positive(setting: str, raw: Any) -> float:
@@ -259,12 +389,15 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     """
     env: dict[str, Any] = dict(os.environ if environ is None else environ)
     file_services: dict[str, Any] = {}
+    positions: Positions = {}
     if overrides:
         env.update({k: v for k, v in overrides.items() if k != "services"})
     if env.get("GATEWAY_CONFIG"):
-        file_services.update(_read_file(str(env["GATEWAY_CONFIG"])))
+        from_file, positions = _read_file(str(env["GATEWAY_CONFIG"]))
+        file_services.update(from_file)
     if overrides and "services" in overrides:
         file_services.update(overrides["services"])
+        positions = {k: v for k, v in positions.items() if len(k) < 2 or k[1] not in overrides["services"]}
 
     def get(name: str) -> Any:
         value = env.get(name)
@@ -313,6 +446,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         cb_volume_threshold=int(_number("CB_VOLUME_THRESHOLD", val("CB_VOLUME_THRESHOLD", 3), integer=True)),
         cb_reset_timeout=_number("CB_RESET_TIMEOUT", val("CB_RESET_TIMEOUT", 30)),
         health_check_interval=_number("HEALTH_CHECK_INTERVAL", val("HEALTH_CHECK_INTERVAL", 10)),
+        stats_history_interval=_number("STATS_HISTORY_INTERVAL", val("STATS_HISTORY_INTERVAL", 10), minimum=1),
         max_body_bytes=int(_number("MAX_BODY_BYTES", val("MAX_BODY_BYTES", 1_048_576), integer=True)),
         forwarded_allow_ips=allow_ips,
         admin_token=get("ADMIN_TOKEN"),
@@ -322,6 +456,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         log_format=log_format,
     )
     _check_threshold("CB_ERROR_THRESHOLD", settings.cb_error_threshold)
+    if settings.stats_history_interval > 60:
+        raise ConfigError("STATS_HISTORY_INTERVAL", f"at most 60 seconds, got {get('STATS_HISTORY_INTERVAL')!r}")
 
     services: dict[str, ServiceConfig] = {}
     for name, prefix, variable, default_url, cached in BUILTIN_SERVICES:
@@ -337,13 +473,15 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     for name, raw in file_services.items():
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise ConfigError("GATEWAY_CONFIG", f"bad service name {name!r}")
-        services[name] = _service(name, raw, services.get(name), settings)
+        try:
+            services[name] = _service(name, raw, services.get(name), settings)
+        except ConfigError as error:
+            raise _locate(error, name, positions, str(env.get("GATEWAY_CONFIG"))) from None
     prefixes: dict[str, str] = {}
     for service in services.values():
         if service.prefix in prefixes:
-            raise ConfigError(
-                f"GATEWAY_CONFIG services.{service.name}.prefix",
-                f"{service.prefix} is already used by {prefixes[service.prefix]}",
-            )
+            clash = ConfigError(f"GATEWAY_CONFIG services.{service.name}.prefix",
+                                f"{service.prefix} is already used by {prefixes[service.prefix]}")
+            raise _locate(clash, service.name, positions, str(env.get("GATEWAY_CONFIG")))
         prefixes[service.prefix] = service.name
     return replace(settings, services=services)

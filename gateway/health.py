@@ -1,4 +1,9 @@
-"""Active health checks: one poller per gateway instance calls each service's ``GET /health``.
+"""Active health checks: one poller per gateway instance calls each service's health path.
+
+Each service's check is configurable (``health_check`` in ``GATEWAY_CONFIG``: path, interval,
+timeout, expected statuses) or off; by default it is ``GET <url>/health`` every
+``HEALTH_CHECK_INTERVAL`` seconds, passing on any 2xx. A service whose check is off reports
+``off`` and never turns red.
 
 Every worker has a :class:`HealthMonitor`, but only the one holding an ``flock`` on a file in the
 instance's run directory polls; when that worker dies the kernel releases the lock and another
@@ -27,9 +32,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.clock import Clock, system_clock
-from gateway.config import ServiceConfig, Settings
+from gateway.config import HealthCheck, ServiceConfig, Settings
 from gateway.redis_link import RedisLink, StoreUnavailable
-from gateway.stats_share import private_run_dir
+from gateway.stats_share import private_run_dir, try_flock
 
 log = logging.getLogger("gateway.health")
 
@@ -52,8 +57,12 @@ def classify(history: list[Check]) -> str:
     return "healthy"
 
 
-def summarize(service: ServiceConfig, history: list[Check], now: float) -> dict[str, Any]:
-    """The ``/health/services`` entry of one service."""
+def summarize(service: ServiceConfig, history: list[Check], now: float,
+              check: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``/health/services`` entry of one service (``check``: its settings, None when off)."""
+    if not service.health_check.enabled:
+        return {"status": "off", "url": service.url, "last_check": None, "latency_ms": None,
+                "uptime_pct": None, "checks": 0, "check": None}
     hour = [c for c in history if c[0] > now - HISTORY_SECONDS]
     last = history[-1] if history else None
     return {
@@ -63,13 +72,16 @@ def summarize(service: ServiceConfig, history: list[Check], now: float) -> dict[
         "latency_ms": round(last[2], 3) if last else None,
         "uptime_pct": round(100.0 * sum(1 for c in hour if c[1]) / len(hour), 2) if hour else None,
         "checks": len(hour),
+        "check": check,
     }
 
 
-def check_service(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[bool, float]:
-    """Call ``GET <url>/health`` once; return (passed: a 2xx answer, latency in ms)."""
+def check_service(url: str, timeout: float, context: ssl.SSLContext | None = None,
+                  check: HealthCheck | None = None) -> tuple[bool, float]:
+    """Call ``GET <url><path>`` once; return (passed: an expected status, latency in ms)."""
+    check = check or HealthCheck()
     parts = urlsplit(url)
-    path = (parts.path.rstrip("/") or "") + "/health"
+    path = (parts.path.rstrip("/") or "") + check.path
     started = time.monotonic()
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
@@ -80,7 +92,7 @@ def check_service(url: str, timeout: float, context: ssl.SSLContext | None = Non
         conn.request("GET", path, headers={"User-Agent": "gateway-health-check", "Accept": "application/json"})
         response = conn.getresponse()
         response.read(65536)
-        ok = 200 <= response.status < 300
+        ok = check.passes(response.status)
     except (OSError, http.client.HTTPException):
         ok = False
     finally:
@@ -103,6 +115,7 @@ class HealthMonitor:
         self._run_dir = run_dir
         self._ssl = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
         self._history: dict[str, deque[Check]] = {}
+        self._due: dict[str, float] = {}  # service name -> clock time of its next check
         self._reset()
         _track_forks(self)
 
@@ -138,9 +151,36 @@ class HealthMonitor:
 
     # -- polling ----------------------------------------------------------------------------------
 
+    def interval_for(self, service: ServiceConfig) -> float:
+        """Seconds between two checks of ``service`` (0: not checked)."""
+        check = service.health_check
+        if not check.enabled:
+            return 0.0
+        return self.interval if check.interval is None else check.interval
+
+    def timeout_for(self, service: ServiceConfig) -> float:
+        """How long one check of ``service`` may take."""
+        check = service.health_check
+        if check.timeout is not None:
+            return check.timeout
+        return self.timeout if check.interval is None else min(2.0, check.interval)
+
+    def checked(self) -> list[ServiceConfig]:
+        """The services that have an active check."""
+        return [s for s in self.settings.services.values() if self.interval_for(s) > 0]
+
+    def check_settings(self, service: ServiceConfig) -> dict[str, Any] | None:
+        """A service's effective check, as ``/health/services`` and ``/admin/services`` show it."""
+        interval = self.interval_for(service)
+        if interval <= 0:
+            return None
+        check = service.health_check
+        return {"path": check.path, "interval_s": interval, "timeout_s": self.timeout_for(service),
+                "expected_status": list(check.expected_status)}
+
     def start(self) -> None:
         """Start the background poller (it polls only while it holds the instance's lock)."""
-        if self.interval <= 0:
+        if not self.checked():
             return
         with self._start_lock:
             if self._thread is not None:
@@ -165,19 +205,17 @@ class HealthMonitor:
     def _run(self) -> None:
         stop = self._stop
         while not stop.is_set():
+            wait = min([self.interval_for(s) for s in self.checked()] or [1.0])
             try:
                 if self._lock_fd is not None or self._acquire():
-                    self.poll_once()
+                    wait = self.poll_due()
             except Exception:  # the poller must outlive any one bad round
                 log.exception("health check round failed")
-            stop.wait(self.interval)
+            stop.wait(max(0.05, wait))
 
     def _acquire(self) -> bool:
-        fd = os.open(os.path.join(self.run_dir, "health.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = try_flock(os.path.join(self.run_dir, "health.lock"))
+        if fd is None:
             return False
         self._lock_fd = fd
         self._history = {name: deque(checks, maxlen=MAX_HISTORY) for name, checks in self._read_file().items()}
@@ -192,24 +230,37 @@ class HealthMonitor:
             finally:
                 os.close(fd)
 
-    def poll_once(self) -> None:
-        """Check every service once (concurrently) and publish the results."""
+    def poll_due(self) -> float:
+        """Check the services whose interval has passed; return the seconds until the next is due."""
+        now = self.clock()
+        due = [s for s in self.checked() if self._due.get(s.name, now) <= now]
+        if due:
+            self.poll_once(due)
+            for service in due:
+                self._due[service.name] = now + self.interval_for(service)
+        upcoming = [self._due.get(s.name, now) for s in self.checked()]
+        return max(0.0, min(upcoming) - now) if upcoming else 1.0
+
+    def poll_once(self, services: list[ServiceConfig] | None = None) -> None:
+        """Check every checked service (or ``services``) once, concurrently, and publish the results."""
+        chosen = self.checked() if services is None else services
         results: dict[str, tuple[bool, float]] = {}
 
         def one(service: ServiceConfig) -> None:
-            results[service.name] = check_service(service.url, self.timeout, self._ssl)
+            results[service.name] = check_service(service.url, self.timeout_for(service), self._ssl,
+                                                  service.health_check)
 
-        workers = [threading.Thread(target=one, args=(s,), daemon=True) for s in self.settings.services.values()]
+        workers = [threading.Thread(target=one, args=(s,), daemon=True) for s in chosen]
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join(self.timeout + 1)
+        for worker, service in zip(workers, chosen, strict=True):
+            worker.join(self.timeout_for(service) + 1)
         now = self.clock()
-        for name in self.settings.services:
-            ok, ms = results.get(name, (False, self.timeout * 1000))
-            self._history.setdefault(name, deque(maxlen=MAX_HISTORY)).append((now, ok, ms))
+        for service in chosen:
+            ok, ms = results.get(service.name, (False, self.timeout_for(service) * 1000))
+            self._history.setdefault(service.name, deque(maxlen=MAX_HISTORY)).append((now, ok, ms))
             if self.metrics is not None:
-                self.metrics.set_service_up(name, ok)
+                self.metrics.set_service_up(service.name, ok)
         self._publish(now)
 
     def _publish(self, now: float) -> None:
@@ -222,7 +273,7 @@ class HealthMonitor:
             handle.write(data)
         os.replace(tmp, os.path.join(self.run_dir, "health.json"))
         if self.link is not None:
-            ttl = int(max(60, 3 * self.interval + self.timeout))
+            ttl = int(self._horizon())
             instance = self._instance_id()
 
             def run(client: Any) -> None:
@@ -236,6 +287,11 @@ class HealthMonitor:
                 self.link.run(run)
             except StoreUnavailable:
                 pass  # the file still serves this instance; Redis gets the next round
+
+    def _horizon(self) -> float:
+        """How long an instance's published results stay current (three of its slowest rounds)."""
+        rounds = [3 * self.interval_for(s) + self.timeout_for(s) for s in self.checked()]
+        return max([60.0, *rounds])
 
     def _instance_id(self) -> str:
         """A stable id of this gateway instance (shared by its workers through the run directory)."""
@@ -271,7 +327,7 @@ class HealthMonitor:
         if self.link is None:
             return []
         link = self.link
-        ttl = max(60, 3 * self.interval + self.timeout)
+        ttl = self._horizon()
         own = self._instance_id()
 
         def run(client: Any) -> list[Any]:
@@ -301,7 +357,7 @@ class HealthMonitor:
         out: dict[str, Any] = {}
         for name, service in self.settings.services.items():
             merged = sorted(c for source in sources for c in source.get(name, []))
-            out[name] = summarize(service, merged, now)
+            out[name] = summarize(service, merged, now, self.check_settings(service))
         return {"services": out, "interval_s": self.interval}
 
 

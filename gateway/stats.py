@@ -65,6 +65,7 @@ class GatewayStats:
         self.clock = clock
         self.flush_interval = flush_interval
         self.metrics: Any = None  # gateway.metrics.Metrics, attached by either init_app
+        self.history: Any = None  # gateway.stats_history.StatsHistory, sampled after each flush
         self.run_dir = run_dir or os.environ.get("GATEWAY_RUN_DIR") or private_run_dir()
         windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.cb_rolling_window]
         self.breaker_history = int(max(windows)) + 2
@@ -157,6 +158,8 @@ class GatewayStats:
                 key = f"{service}|{field}"
                 self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
         self._ensure_flusher()
+        if self.metrics is not None:
+            self.metrics.breaker_call(service, name.lower())
 
     def on_reject(self, service: str) -> None:
         """Breaker listener: a call was refused by an open circuit."""
@@ -225,6 +228,11 @@ class GatewayStats:
                 self._push(cache, breaker, cum, now)
             if self.metrics is not None and states:
                 self.metrics.publish_breaker_states(states)
+        if self.history is not None:
+            try:
+                self.history.maybe_sample()
+            except Exception:  # the history is for the charts; it must never fail a flush or a read
+                log.exception("stats history sample failed")
 
     def _push(self, cache: Buckets, breaker: Buckets, cum: Counts, now: float) -> None:
         assert self._redis is not None
@@ -267,8 +275,10 @@ class GatewayStats:
     def _encode(self, now: float, states: Mapping[str, Any]) -> dict[str, Any]:
         # Embedded mode: each worker's cache is its own, so each publishes its size to be summed.
         store = self._store_size() if self.link is None else None
+        in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
         return encode_snapshot(pid=os.getpid(), written_at=now, cache=self._cache, breaker=self._breaker,
-                               cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store)
+                               cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store,
+                               in_flight=in_flight)
 
     def _breaker_states(self) -> dict[str, dict[str, Any]]:
         """This worker's breaker states (its own in embedded mode)."""
@@ -332,15 +342,30 @@ class GatewayStats:
         out = cache_report(c, CACHE_WINDOW)
         size = self._store_size()
         if size is not None:
-            out["keys"], out["memory_used_bytes"] = size.get("keys"), size.get("memory_used_bytes")
-            if self.link is None:
-                for other in others:  # the embedded caches of the other live workers
-                    theirs = other["store"]
-                    if self.clock() - other["written_at"] <= FRESH_SECONDS and theirs:
-                        out["keys"] = (out["keys"] or 0) + int(theirs.get("keys") or 0)
-                        out["memory_used_bytes"] = (out["memory_used_bytes"] or 0) + int(
-                            theirs.get("memory_used_bytes") or 0)
+            out["keys"], out["memory_used_bytes"] = self._instance_size(size, others)
         return out
+
+    def cache_size(self) -> tuple[int | None, int | None]:
+        """Entries and bytes of the cache now: the shared store's, or the sum of this instance's workers'."""
+        size = self._store_size()
+        if size is None:
+            return None, None
+        return self._instance_size(size, self._files.others() if self.link is None else [])
+
+    def in_flight_elsewhere(self) -> int:
+        """Proxied requests the other live workers of this instance are answering (as last published)."""
+        return sum(int(other.get("in_flight") or 0) for other in self._files.others()
+                   if self.clock() - other["written_at"] <= FRESH_SECONDS)
+
+    def _instance_size(self, size: dict[str, Any], others: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+        keys, used = size.get("keys"), size.get("memory_used_bytes")
+        if self.link is None:
+            for other in others:  # the embedded caches of the other live workers
+                theirs = other["store"]
+                if self.clock() - other["written_at"] <= FRESH_SECONDS and theirs:
+                    keys = (keys or 0) + int(theirs.get("keys") or 0)
+                    used = (used or 0) + int(theirs.get("memory_used_bytes") or 0)
+        return keys, used
 
     def _store_size(self) -> dict[str, Any] | None:
         """``keys`` and ``memory_used_bytes`` of this worker's cache (shared with Redis), if there is one."""

@@ -75,6 +75,26 @@ def private_run_dir() -> str:
     return path
 
 
+def try_flock(path: str) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` without waiting: the open descriptor, or None if another holds it.
+
+    How one worker per instance is elected for a job (health checks, the stats history): the
+    kernel drops the lock when its holder dies, and another worker takes it on its next try.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never half of it."""
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
@@ -148,10 +168,10 @@ class FileShare:
 
 def encode_snapshot(*, pid: int, written_at: float, cache: Buckets, breaker: Buckets, cumulative: Counts,
                     resets_seen: Mapping[str, int], breakers: Mapping[str, Any],
-                    store: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    store: Mapping[str, Any] | None = None, in_flight: int = 0) -> dict[str, Any]:
     """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any)."""
     return {
-        "pid": pid, "written_at": written_at,
+        "pid": pid, "written_at": written_at, "in_flight": in_flight,
         "c": {str(s): c for s, c in cache.items() if c}, "b": {str(s): c for s, c in breaker.items() if c},
         "cum": cumulative, "resets_seen": dict(resets_seen), "breakers": dict(breakers), "store": store or {},
     }
@@ -162,6 +182,7 @@ def decode_snapshot(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "pid": data.get("pid"),
         "written_at": float(data.get("written_at") or 0.0),
+        "in_flight": int(data.get("in_flight") or 0),
         "c": {int(s): dict(c) for s, c in (data.get("c") or {}).items()},
         "b": {int(s): dict(c) for s, c in (data.get("b") or {}).items()},
         "cum": dict(data.get("cum") or {}),

@@ -20,6 +20,7 @@ from gateway.config import ServiceConfig, Settings
 from gateway.errors import BadGateway, GatewayTimeout
 from gateway.inbound import end_to_end
 from gateway.messages import Headers, ProxyCall, UpstreamResponse
+from gateway.redirects import ReverseMap
 
 CHUNK_SIZE = 64 * 1024
 MAX_IDLE_PER_SERVICE = 256
@@ -45,6 +46,7 @@ class ServicePool:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if self.port == default_port else f"{host}:{self.port}"
         self._ssl_context = ssl_context
+        self.reverse = ReverseMap(service)  # the answer's Location and cookie paths, back under the prefix
         self._idle: deque[http.client.HTTPConnection] = deque()
 
     def acquire(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
@@ -117,7 +119,7 @@ class UpstreamClient:
         return UpstreamResponse(
             status=response.status,
             reason=response.reason,
-            headers=end_to_end(response.getheaders()),
+            headers=pool.reverse.headers(end_to_end(response.getheaders())),
             chunks=_chunks(response, call.service.name),
             release_fn=lambda: pool.release(conn) if not response.will_close else conn.close(),
             discard_fn=conn.close,

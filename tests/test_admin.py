@@ -71,6 +71,39 @@ def test_missing_or_wrong_token_is_401(app: Flask, headers: dict[str, str]) -> N
     assert app.extensions["gateway.breakers"]["order-service"].state == "CLOSED"
 
 
+def test_services_listing_needs_the_token(app: Flask) -> None:
+    assert app.test_client().get("/admin/services").status_code == 401
+    assert make_app(None).test_client().get("/admin/services", headers=AUTH).status_code == 403
+
+
+def test_services_listing(app: Flask) -> None:
+    answer = app.test_client().get("/admin/services", headers=AUTH)
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    listing = body(answer)
+    names = [s["name"] for s in listing["services"]]
+    assert names == list(app.config["GATEWAY_SETTINGS"].services)
+    orders = listing["services"][names.index("order-service")]
+    assert orders == {
+        "name": "order-service", "prefix": "/orders", "upstream": "http://127.0.0.1:3002", "strip_prefix": True,
+        "rewrite_redirects": True, "timeout_s": 10.0,
+        "cache": {"enabled": True, "ttl_s": 300.0, "share_public_across_users": False},
+        "breaker": {"error_threshold": 50.0, "volume_threshold": 3, "reset_timeout": 30.0, "rolling_window": 10.0,
+                    "state": "CLOSED"},
+        "health_check": {"path": "/health", "interval_s": None, "timeout_s": None, "expected_status": ["2xx"]},
+    }
+    assert listing["gateway"]["redis"] is None
+
+
+def test_services_listing_redacts_secrets() -> None:
+    from gateway.inventory import describe_services
+
+    settings = load_settings({}, {"ADMIN_TOKEN": TOKEN, "OPS_TOKEN": "ops-secret",
+                                  "REDIS_URL": "rediss://user:hunter2@cache.example:6380/0?ssl_cert_reqs=none"})
+    text = str(describe_services(settings))
+    assert "hunter2" not in text and TOKEN not in text and "ops-secret" not in text and "user:" not in text
+    assert describe_services(settings)["gateway"]["redis"] == "rediss://***@cache.example:6380/0"
+
+
 def test_unset_token_is_403() -> None:
     response = make_app(None).test_client().delete("/admin/cache", headers=AUTH)
     assert response.status_code == 403

@@ -59,6 +59,8 @@ def test_fractions_and_zero_are_kept() -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"UPSTREAM_CA_BUNDLE": "/nonexistent/ca.pem"}, "UPSTREAM_CA_BUNDLE"),
+        ({"STATS_HISTORY_INTERVAL": "0.5"}, "STATS_HISTORY_INTERVAL"),
+        ({"STATS_HISTORY_INTERVAL": "61"}, "STATS_HISTORY_INTERVAL"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.yaml"}, "GATEWAY_CONFIG"),
     ],
 )
@@ -119,3 +121,82 @@ def test_bad_gateway_config_is_named(tmp_path, text: str, setting_part: str) -> 
 def test_test_mapping_overrides_environment() -> None:
     s = load_settings({"CACHE_TTL": "10"}, {"CACHE_TTL": 20, "services": {"order-service": {"cache": False}}})
     assert s.cache_ttl == 20 and s.services["order-service"].cache is False
+
+
+def test_health_check_settings(tmp_path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "services:\n"
+        "  order-service:\n    health_check: {path: /ping, interval: 5, timeout: 1, expected_status: [200, 3xx]}\n"
+        "  auth-service:\n    health_check: off\n"
+    )
+    s = load_settings({"GATEWAY_CONFIG": str(path)})
+    check = s.services["order-service"].health_check
+    assert (check.enabled, check.path, check.interval, check.timeout) == (True, "/ping", 5, 1)
+    assert check.passes(200) and check.passes(302) and not check.passes(204)
+    assert s.services["auth-service"].health_check.enabled is False
+    default = s.services["delivery-service"].health_check
+    assert (default.enabled, default.path, default.interval, default.expected_status) == (True, "/health", None,
+                                                                                          ("2xx",))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"path": "health"}, {"interval": 0}, {"expected_status": [99]}, {"expected_status": "6xx"},
+     {"expected_status": []}, {"timeout": "x"}, 7],
+)
+def test_bad_health_check_is_named(raw: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"services": {"order-service": {"health_check": raw}}})
+    assert caught.value.setting.startswith("GATEWAY_CONFIG services.order-service.health_check")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "setting", "message", "where"),
+    [
+        ("gateway.yaml", "services:\n  order-service:\n    cache_tll: 60\n",
+         "GATEWAY_CONFIG services.order-service.cache_tll", "did you mean 'cache_ttl'?", ":3:5"),
+        ("gateway.yaml", "services:\n  order-service:\n    breaker:\n      reset_timout: 1\n",
+         "GATEWAY_CONFIG services.order-service.breaker.reset_timout", "did you mean 'reset_timeout'?", ":4:7"),
+        ("gateway.yaml", "services:\n  order-service:\n    health_check: {pth: /x}\n",
+         "GATEWAY_CONFIG services.order-service.health_check.pth", "did you mean 'path'?", ":3:20"),
+        ("gateway.yaml", "services:\n  order-service:\n    timeout: -1\n",
+         "GATEWAY_CONFIG services.order-service.timeout", "must be", ":3:14"),
+        ("gateway.yaml", "services:\n  x-service:\n    prefix: /orders\n    url: http://127.0.0.1:1\n",
+         "GATEWAY_CONFIG services.x-service.prefix", "already used by order-service", ":3:13"),
+        ("gateway.yaml", "service:\n  x: 1\n", "GATEWAY_CONFIG", "did you mean 'services'?", ":1:1"),
+        ("gateway.yaml", "services:\n  a: [1,\n", "GATEWAY_CONFIG", "does not parse", ":3:1"),
+        ("gateway.yaml", "services:\n\tx: 1\n", "GATEWAY_CONFIG", "does not parse", ":2:1"),
+        ("gateway.json", '{"services": {"order-service": {"timeout": 0}}}',
+         "GATEWAY_CONFIG services.order-service.timeout", "greater than 0", ":1:44"),
+        ("gateway.json", '{"services": {"order-service": {"cach": true}}}',
+         "GATEWAY_CONFIG services.order-service.cach", "did you mean 'cache'?", ":1:33"),
+        ("gateway.json", '{"services": {"order-service": {"timeout": 1,}}}', "GATEWAY_CONFIG",
+         "does not parse", ":1:46"),
+    ],
+)
+def test_config_errors_point_at_file_line_and_column(tmp_path, name: str, text: str, setting: str,
+                                                     message: str, where: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"GATEWAY_CONFIG": str(path)})
+    error = caught.value
+    assert error.setting == setting
+    assert message in str(error) and "\n" not in str(error)
+    assert error.where == f"at {path}{where}", str(error)
+
+
+def test_unknown_key_far_from_any_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"services": {"order-service": {"zzz": 1}}})
+    assert "valid keys: breaker, cache," in str(caught.value)
+
+
+def test_rewrite_redirects_switch() -> None:
+    s = load_settings({}, {"services": {"order-service": {"rewrite_redirects": False}}})
+    assert s.services["order-service"].rewrite_redirects is False
+    assert s.services["restaurant-service"].rewrite_redirects is True
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"services": {"order-service": {"rewrite_redirects": "maybe"}}})
+    assert caught.value.setting == "GATEWAY_CONFIG services.order-service.rewrite_redirects"

@@ -146,7 +146,7 @@ def test_gzip_passes_through_undecoded(gateway: GatewayProcess) -> None:
 def test_redirects_are_not_followed(gateway: GatewayProcess) -> None:
     status, headers, _ = raw(gateway, "GET", "/tracking/_debug/redirect")
     assert status == 302
-    assert values(headers, "Location") == ["/elsewhere"]
+    assert values(headers, "Location") == ["/tracking/elsewhere"]  # passed back, under the service's prefix
 
 
 def test_event_stream_is_streamed(gateway: GatewayProcess) -> None:
@@ -282,6 +282,18 @@ def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["gateway: invalid setting CACHE_TTL: expected a number, got 'soon'"]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_config_file_stops_startup_naming_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("services:\n  order-service:\n    health_check: {path: /ping, intervall: 5}\n")
+    env = {**base_env(), "PORT": "3999", "GATEWAY_CONFIG": str(config)}
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["gateway: invalid setting GATEWAY_CONFIG services.order-service.health_check.intervall: "
+                     f"unknown key 'intervall'; did you mean 'interval'? (at {config}:3:33)"]
 
 
 def test_sigterm_drains_in_flight_requests(samples: SampleServices, tmp_path: Path) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,10 @@ from gateway.clock import FakeClock
 from gateway.config import load_settings
 from gateway.health import HealthMonitor, check_service, classify, summarize
 from gateway.redis_link import RedisLink
+from tests.support.local_http import LocalService, QuietHandler
 
 
-class Target:
+class Target(LocalService):
     """A tiny local service whose ``/health`` can be made to fail or to be slow."""
 
     def __init__(self) -> None:
@@ -26,7 +25,7 @@ class Target:
         self.hits = 0
         target = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 target.hits += 1
                 time.sleep(target.delay)
@@ -36,18 +35,7 @@ class Target:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
@@ -160,3 +148,61 @@ def test_instances_merge_through_redis(redis_server, target: Target, tmp_path: P
     for monitor in (a, b):
         assert monitor.services()["services"]["order-service"]["checks"] == 2
     assert all(redis_server.client().ttl(k) > 0 for k in redis_server.client().keys("gwh:*"))
+
+
+def test_configured_path_and_expected_statuses(target: Target) -> None:
+    from gateway.config import HealthCheck
+
+    ok, _ = check_service(target.url, 1.0, check=HealthCheck(path="/other", expected_status=("404",)))
+    assert ok  # the target answers 404 everywhere but /health
+    assert check_service(target.url, 1.0, check=HealthCheck(path="/other"))[0] is False
+    target.status = 301
+    assert check_service(target.url, 1.0, check=HealthCheck(expected_status=("2xx", "3xx")))[0] is True
+    assert check_service(target.url, 1.0)[0] is False
+
+
+def test_check_off_never_turns_red_and_calls_nothing(target: Target, tmp_path: Path) -> None:
+    services = {name: {"health_check": False} for name in
+                ("auth-service", "restaurant-service", "delivery-service", "tracking-service")}
+    settings = load_settings({}, {"services": {**services, "order-service": {"url": target.url}}})
+    monitor = HealthMonitor(settings, FakeClock(), str(tmp_path), interval=5)
+    monitor.poll_once()
+    report = monitor.services()["services"]
+    assert report["auth-service"] == {"status": "off", "url": "http://127.0.0.1:3001", "last_check": None,
+                                      "latency_ms": None, "uptime_pct": None, "checks": 0, "check": None}
+    assert report["order-service"]["status"] == "healthy" and target.hits == 1
+    assert report["order-service"]["check"] == {"path": "/health", "interval_s": 5, "timeout_s": 2.0,
+                                                "expected_status": ["2xx"]}
+
+
+def test_each_service_keeps_its_own_interval(target: Target, tmp_path: Path) -> None:
+    names = ("auth-service", "restaurant-service", "delivery-service", "tracking-service")
+    settings = load_settings({}, {"services": {
+        **{name: {"health_check": False} for name in names},
+        "order-service": {"url": target.url, "health_check": {"interval": 30, "timeout": 0.5}},
+        "menu-service": {"prefix": "/menus", "url": target.url, "health_check": {"path": "/x", "interval": 10,
+                                                                                  "expected_status": 404}},
+    }})
+    clock = FakeClock()
+    monitor = HealthMonitor(settings, clock, str(tmp_path), interval=10)
+    assert monitor.timeout_for(settings.services["order-service"]) == 0.5
+    assert monitor.poll_due() == 10  # both checked at once, the menu service is next in 10 s
+    for _ in range(3):
+        clock.advance(10)
+        monitor.poll_due()
+    report = monitor.services()["services"]
+    assert report["order-service"]["checks"] == 2 and report["menu-service"]["checks"] == 4
+    assert report["menu-service"]["status"] == "healthy"
+
+
+def test_metrics_only_for_checked_services(target: Target, tmp_path: Path) -> None:
+    from gateway.metrics import Metrics
+
+    services = {name: {"health_check": False} for name in
+                ("auth-service", "restaurant-service", "delivery-service", "tracking-service")}
+    settings = load_settings({}, {"services": {**services, "order-service": {"url": target.url}}})
+    metrics = Metrics(settings)
+    HealthMonitor(settings, FakeClock(), str(tmp_path), interval=5, metrics=metrics).poll_once()
+    text = metrics.render()[0].decode()
+    assert 'gateway_service_up{service="order-service"} 1.0' in text
+    assert 'gateway_service_up{service="auth-service"}' not in text

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.breaker import Outcome
@@ -111,3 +113,107 @@ def test_multiprocess_sums_over_workers(tmp_path: Path) -> None:
     assert total(found, "gateway_request_duration_seconds_count") == 7
     # Embedded mode: the worst breaker of the workers counts (both still have their files here).
     assert total(found, "gateway_breaker_state", service="order-service") == 2
+
+
+def test_requests_by_code_and_breaker_outcomes(tmp_path: Path) -> None:
+    stats, metrics = fed_stats(tmp_path)
+    stats.record_request("order-service", "GET", 404, None, 0.001, 0.001)
+    stats.record_request("order-service", "GET", 404, None, 0.001, 0.001)
+    stats.record_request("order-service", "GET", 503, None, 0.001, 0.001)
+    stats.record_request("order-service", "GET", 999, None, 0.001, None)
+    for outcome in (Outcome.SUCCESS, Outcome.SUCCESS, Outcome.FAILURE, Outcome.TIMEOUT):
+        stats.on_call("order-service", outcome, 0.01)
+    stats.on_reject("order-service")
+    found = samples(metrics.render()[0].decode())
+    assert total(found, "gateway_requests_total", code="404", status_class="4xx") == 2
+    assert total(found, "gateway_requests_total", code="503", status_class="5xx") == 1
+    assert total(found, "gateway_requests_total", code="other", status_class="other") == 1
+    calls = {o: total(found, "gateway_breaker_calls_total", service="order-service", outcome=o)
+             for o in ("success", "failure", "timeout", "reject")}
+    assert calls == {"success": 2, "failure": 1, "timeout": 1, "reject": 1}
+    assert total(found, "gateway_breaker_calls_total", service="auth-service", outcome="reject") == 0  # exists at 0
+
+
+class FakeStats:
+    def __init__(self, entries: int | None, used: int | None) -> None:
+        self.size = (entries, used)
+
+    def cache_size(self) -> tuple[int | None, int | None]:
+        return self.size
+
+
+def test_scrape_time_metrics(tmp_path: Path) -> None:
+    from gateway import __version__
+
+    metrics = Metrics(load_settings({}))
+    metrics._extensions = {"gateway.stats": FakeStats(3, 4096)}
+    found = samples(metrics.render()[0].decode())
+    build = [ls for (n, ls) in found if n == "gateway_build_info"]
+    assert len(build) == 1 and ("version", __version__) in build[0]
+    assert found[("gateway_cache_entries", ())] == 3 and found[("gateway_cache_bytes", ())] == 4096
+    assert found[("gateway_requests_in_flight", ())] == 0
+    own = (("pid", str(os.getpid())),)
+    assert found[("process_resident_memory_bytes", own)] > 0
+    assert ("process_cpu_seconds_total", own) in found and ("process_open_fds", own) in found
+    metrics.in_flight.inc()
+    assert samples(metrics.render()[0].decode())[("gateway_requests_in_flight", ())] == 1
+
+
+def test_cache_size_comes_from_the_stats(tmp_path: Path) -> None:
+    from gateway.cache import ResponseCache
+
+    settings = load_settings({})
+    stats = GatewayStats(settings, None, FakeClock(), str(tmp_path), flush_interval=0)
+    cache = ResponseCache(settings, None, stats=stats)
+    stats._extensions = {"gateway.cache": cache}
+    assert stats.cache_size() == (0, 0)
+
+
+def test_openmetrics_when_the_scraper_asks(tmp_path: Path) -> None:
+    stats, metrics = fed_stats(tmp_path)
+    stats.record_request("order-service", "GET", 200, "HIT", 0.002, None)
+    body, content_type = metrics.render("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert text.endswith("# EOF\n") and "gateway_requests_total{" in text
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    names = {f.name for f in openmetrics_families(text)}
+    assert {"gateway_requests", "gateway_build_info", "process_cpu_seconds"} <= names
+    assert metrics.render("text/plain")[1].startswith("text/plain; version=0.0.4")
+    assert metrics.render("*/*")[1].startswith("text/plain; version=0.0.4")
+
+
+def promtool_check(text: bytes) -> None:
+    """Run ``promtool check metrics`` on an exposition (skips with a hint where promtool is missing)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install Debian's prometheus package (apt-get install prometheus)")
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
+
+
+def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
+    stats, metrics = fed_stats(tmp_path)
+    stats.record_request("order-service", "GET", 200, "HIT", 0.002, None)
+    stats.on_call("order-service", Outcome.TIMEOUT, 0.01)
+    stats.on_state_change("order-service", "CLOSED", "OPEN")
+    metrics.set_service_up("order-service", True)
+    promtool_check(metrics.render()[0])
+
+
+def test_worker_pids_are_siblings_running_the_same_command() -> None:
+    from gateway.metrics import worker_pids
+
+    assert worker_pids(False) == [os.getpid()]
+    code = "import os, sys, time; from gateway.metrics import worker_pids; print(os.getpid(), worker_pids(True))"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # not a worker
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        other.kill()
+        other.wait()
+    assert done.returncode == 0, done.stderr
+    own, _, pids = done.stdout.partition(" ")
+    assert pids.strip() == f"[{own}]"

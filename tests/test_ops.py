@@ -80,6 +80,23 @@ def test_health(tmp_path: Path) -> None:
     assert answer.status_code == 503 and answer.get_json() == {"status": "draining"}
 
 
+def test_ready_says_redis_but_never_fails_on_it(tmp_path: Path) -> None:
+    app = make_app(tmp_path, OPS_TOKEN=TOKEN)  # open like /health: load balancers carry no token
+    client = app.test_client()
+    answer = client.get("/ready")
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    body = answer.get_json()
+    assert (body["status"], body["ready"], body["redis"]) == ("ready", True, "disabled")
+    app.extensions["gateway.redis"] = Link(up=False)
+    answer = client.get("/ready")
+    assert answer.status_code == 200 and answer.get_json()["redis"] == "down"
+    app.extensions["gateway.redis"] = Link(up=True)
+    assert client.get("/ready").get_json()["redis"] == "up"
+    app.extensions["gateway.lifecycle"].draining = True
+    answer = client.get("/ready")
+    assert answer.status_code == 503 and answer.get_json() == {"status": "draining", "ready": False}
+
+
 def test_stats_endpoints(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     stats = app.extensions["gateway.stats"]
@@ -103,6 +120,25 @@ def test_stats_endpoints(tmp_path: Path) -> None:
     assert {"gateway_requests", "gateway_breaker_state", "gateway_cache_events"} <= names
 
 
+def test_stats_history_endpoint(tmp_path: Path) -> None:
+    from gateway.stats_history import StatsHistory
+
+    app = make_app(tmp_path)
+    assert app.test_client().get("/stats/history").get_json()["t"] == []  # no history kept: empty, not an error
+    stats = app.extensions["gateway.stats"]
+    clock = stats.clock
+    StatsHistory(app.extensions["gateway.metrics"], str(tmp_path), 10, clock).init_app(app)
+    stats.flush()
+    stats.record_request("order-service", "GET", 200, "HIT", 0.001, None)
+    clock.advance(10)
+    stats.flush()
+    answer = app.test_client().get("/stats/history")
+    assert answer.headers["Cache-Control"] == "no-store"
+    body = answer.get_json()
+    assert len(body["t"]) == 1 and body["services"]["order-service"]["cache_hit_pct"] == [100.0]
+    assert set(body["services"]) == set(app.config["GATEWAY_SETTINGS"].services)
+
+
 def test_dashboard_is_self_contained(tmp_path: Path) -> None:
     answer = make_app(tmp_path).test_client().get("/dashboard")
     assert answer.status_code == 200 and answer.mimetype == "text/html"
@@ -112,7 +148,8 @@ def test_dashboard_is_self_contained(tmp_path: Path) -> None:
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
 
 
-PROTECTED = ("/health/services", "/stats/circuit-breakers", "/stats/cache", "/metrics", "/dashboard")
+PROTECTED = ("/health/services", "/stats/circuit-breakers", "/stats/cache", "/stats/history", "/metrics",
+             "/dashboard")
 
 
 @pytest.mark.parametrize("path", PROTECTED)
