@@ -404,8 +404,8 @@ def test_forwarding_facts_are_kept_only_from_trusted_peers(peer: str, kept: bool
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("request_bytes", "status", "code"), [
-    (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n",
-     400, "bad_request"),
+    (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0x2\r\nab\r\n0\r\n\r\n", 400, "bad_request"),
     (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
      501, "not_implemented"),
     (b"POST /tracking/_debug/echo HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
