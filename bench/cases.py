@@ -235,6 +235,52 @@ def circuit_open(bench: Bench, gateway: Server, mode: str) -> list[Row]:
                 {"runs": raw(results), "upstream_calls": calls})]
 
 
+SOAK_SECONDS = 60
+SOAK_RSS_MIB = 5.0
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The gunicorn master's children (its workers)."""
+    assert server.proc is not None
+    try:
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as handle:
+            return [int(pid) for pid in handle.read().split()]
+    except OSError:
+        return []
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def hit_soak(bench: Bench, gateway: Server, mode: str) -> list[Row]:
+    """Case 8: cache hits for 60 s at 64 connections; each worker's RSS before and after."""
+    client.call(gateway.port, "GET", HIT_PATH)
+    warm = wrk.run(gateway.url + HIT_PATH, bench.script, connections=64, seconds=5)  # past start-up growth
+    pids = worker_pids(gateway)
+    before = {pid: rss_mib(pid) for pid in pids}
+    result = wrk.run(gateway.url + HIT_PATH, bench.script, connections=64, seconds=SOAK_SECONDS)
+    after = {pid: rss_mib(pid) for pid in pids}
+    bench.gateway_requests += warm.requests + result.requests
+    growth = max((after[pid] - before[pid] for pid in pids), default=0.0)
+    problems = problems_of("gateway", [result])
+    if worker_pids(gateway) != pids:
+        problems.append(f"workers changed during the soak: {pids} -> {worker_pids(gateway)}")
+    bench.say(f"  case 8: {fmt_rps(result.rps)} req/s; RSS MiB before {before}, after {after}")
+    return [Row("8", f"cache-hit soak, {SOAK_SECONDS} s, 64 conns", mode, "worker RSS growth",
+                f"+{growth:.1f} MiB", "", f"{result.requests:,} hits at {fmt_rps(result.rps)} req/s", "",
+                f"≤ +{SOAK_RSS_MIB:g} MiB per worker", growth <= SOAK_RSS_MIB, problems,
+                {"rss_before_mib": before, "rss_after_mib": after, "runs": raw({"gateway": [result]})})]
+
+
 def slow_upstream(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     """Case 5: every call takes 200 ms upstream, 128 connections, route uncached."""
     results = bench.alternate("5", {"direct": f"{bench.upstream.url}/slow?{SLOW_QUERY}",

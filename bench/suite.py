@@ -29,9 +29,10 @@ CASES: dict[str, tuple[list[Case], bool]] = {
     "5": ([cases.slow_upstream], False),
     "6": ([cases_cache.stampede], True),
     "7": ([cases_cache.ttl_pattern, cases_cache.zipf_keys], True),
+    "8": ([cases.hit_soak], True),
 }
 # The open-circuit case runs last: a forced state that some worker fails to drop must not spoil the others.
-RUN_ORDER = ("1", "2", "3", "5", "6", "7", "4")
+RUN_ORDER = ("1", "2", "8", "3", "5", "6", "7", "4")
 WORKERS = 2
 ADMIN_TOKEN = "bench-admin-token"
 REQUEST_LOG = "INFO JSON lines to a file"

@@ -129,13 +129,21 @@ class CircuitOpen(UpstreamError):
         super().__init__(message, service=service, headers=[("Retry-After", str(self.retry_after))])
 
 
+_ENVELOPES: dict[tuple[int, str, str, str | None], str] = {}  # everything but the request id, rendered once
+
+
 def error_body(error: GatewayError, request_id: str | None) -> bytes:
     """Render ``error`` as the gateway's JSON error envelope."""
-    payload: dict[str, object] = {"status": error.status, "code": error.code, "message": error.message}
-    if error.service:
-        payload["service"] = error.service
-    payload["request_id"] = request_id
-    return json.dumps({"error": payload}).encode()
+    shape = (error.status, error.code, error.message, error.service)
+    head = _ENVELOPES.get(shape)
+    if head is None:
+        payload: dict[str, object] = {"status": error.status, "code": error.code, "message": error.message}
+        if error.service:
+            payload["service"] = error.service
+        head = json.dumps({"error": payload})[:-2]  # without the closing "}}", to add the request id
+        if len(_ENVELOPES) < 512:  # messages naming a service or a limit are few; others render each time
+            _ENVELOPES[shape] = head
+    return f'{head}, "request_id": {json.dumps(request_id)}}}}}'.encode()
 
 
 def error_answer(error: GatewayError, request_id: str | None) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -79,10 +79,22 @@ def ascii_target(target: str) -> str:
 
 def is_trusted(peer: str, allow: tuple[str, ...]) -> bool:
     """Whether ``peer`` may send ``X-Forwarded-*`` (gunicorn's ``forwarded_allow_ips`` rules)."""
-    if "*" in allow:
+    if "*" in allow or peer in allow:
         return True
-    if peer in allow:
-        return True
+    key = (peer, allow)
+    known = _TRUSTED.get(key)
+    if known is None:
+        known = _is_trusted(peer, allow)
+        if len(_TRUSTED) >= 4096:
+            _TRUSTED.clear()
+        _TRUSTED[key] = known
+    return known
+
+
+_TRUSTED: dict[tuple[str, tuple[str, ...]], bool] = {}  # peers already judged (parsing an address costs microseconds)
+
+
+def _is_trusted(peer: str, allow: tuple[str, ...]) -> bool:
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
@@ -108,12 +120,25 @@ def client_ip_from(peer: str, forwarded_for: str | None, allow: tuple[str, ...])
     return hops[0] if hops else peer
 
 
+_HEADER_NAMES: dict[str, str] = {}  # environ key -> header name (HTTP_X_REQUEST_ID -> X-Request-Id), worked out once
+
+
+def header_name(key: str) -> str:
+    """The header name an ``HTTP_*`` environ key stands for, title-cased."""
+    name = _HEADER_NAMES.get(key)
+    if name is None:
+        name = key[5:].replace("_", "-").title()
+        if len(_HEADER_NAMES) < 1024:  # names a client makes up are few in practice; past this, worked out each time
+            _HEADER_NAMES[key] = name
+    return name
+
+
 def request_headers(environ: Mapping[str, Any]) -> Headers:
     """The client's headers from the WSGI environ, in a stable order."""
     headers: Headers = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            headers.append((key[5:].replace("_", "-").title(), value))
+            headers.append((header_name(key), value))
     if environ.get("CONTENT_TYPE"):
         headers.append(("Content-Type", environ["CONTENT_TYPE"]))
     return headers

@@ -262,6 +262,7 @@ class Metrics:
         breaker's state now.
         """
         self.refresh_breaker_states()
+        self.flush()  # this worker's own sums; its siblings' are at most a flush interval behind
         wanted = (self.requests, self.request_duration, self.breaker_transitions, self.breaker_state)
         if self.multiprocess:
             families = list(MultiProcessCollector(None).collect())
