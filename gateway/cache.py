@@ -149,15 +149,18 @@ class ResponseCache:
             keys.append((shared, False))
         return keys
 
-    def find(self, call: ProxyCall, direct: bool = False) -> tuple[Entry, str] | None:
+    def find(self, call: ProxyCall, direct: bool = False,
+             read: tuple[str, list[bytes]] | None = None) -> tuple[Entry, str] | None:
         """Return the newest stored variant that matches the request, with its key (raises StoreUnavailable).
 
-        ``direct`` skips a per-worker tier, for coalesced waiters looking for what a leader just stored.
+        ``direct`` skips a per-worker tier, for coalesced waiters looking for what a leader just stored;
+        ``read`` is one key's variants already read from the store (with the coalescing lock).
         """
         credentials = policy.has_credentials(call.headers)
         for key, personal in self.keys_for(call):
             best: Entry | None = None
-            for blob in self.store.get_variants(key, direct):
+            blobs = read[1] if read is not None and read[0] == key else self.store.get_variants(key, direct)
+            for blob in blobs:
                 entry = self._decode(blob)
                 if entry is None or not entry.matches(call.headers):
                     continue
@@ -191,8 +194,11 @@ class ResponseCache:
         entry.credential_keyed = keys[0][1]
         return keys[0][0]
 
-    def save(self, call: ProxyCall, key: str, entry: Entry) -> bool:
-        """Store ``entry`` under ``key`` with a TTL covering freshness and the stale windows; False if not worth it."""
+    def save(self, call: ProxyCall, key: str, entry: Entry, release: tuple[str, str] | None = None) -> bool:
+        """Store ``entry`` under ``key`` with a TTL covering freshness and the stale windows; False if not worth it.
+
+        ``release`` (the leader's coalescing lock and token) is let go by the same store call.
+        """
         cc = entry.cache_control
         remaining = entry.lifetime - policy.initial_age(entry.headers, entry.request_time, entry.response_time)
         extra = max(self.settings.cache_stale_grace, policy.seconds(cc, "stale-if-error") or 0.0,
@@ -202,7 +208,7 @@ class ResponseCache:
             if not policy.has_validator(entry.headers):
                 return False
             ttl = 1.0  # kept briefly so the next request can revalidate instead of refetching
-        return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl))
+        return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl, release=release))
 
     def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:
         """Drop the entries a successful write made stale (raises StoreUnavailable)."""

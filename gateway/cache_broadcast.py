@@ -36,10 +36,11 @@ class BroadcastMemoryStore:
         self.bus.poll()
         return self.store.get_variants(key, direct)
 
-    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float) -> bool:
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            release: tuple[str, str] | None = None) -> bool:
         """Store a variant (see :meth:`MemoryStore.put`)."""
         self.bus.poll()
-        return self.store.put(key, group, variant, blob, ttl)
+        return self.store.put(key, group, variant, blob, ttl, release)
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop the given paths here and in every sibling worker."""
@@ -54,6 +55,10 @@ class BroadcastMemoryStore:
     def try_lock(self, name: str, lease: float) -> str | None:
         """See :meth:`MemoryStore.try_lock`."""
         return self.store.try_lock(name, lease)
+
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """See :meth:`MemoryStore.lock_and_read`."""
+        return self.store.lock_and_read(name, lease)
 
     def release(self, name: str, token: str) -> None:
         """See :meth:`MemoryStore.release`."""

@@ -95,12 +95,13 @@ class CachedExchange(Exchange):
             return
         self._lead = name
         try:
-            self._token = self.cache.store.try_lock(name, timeout + 1.0)
+            self._token, read = self.cache.store.lock_and_read(name, timeout + 1.0)
         except StoreUnavailable:
             return
         if self._token is not None:
-            # Double-check: another process may have stored the answer between our lookup and our lock.
-            self._take_leaders_answer()
+            # Double-check: another process may have stored the answer between our lookup and our lock
+            # (read with the lock, where the store can).
+            self._take_leaders_answer(None if read is None else (name, read))
             return
         deadline = time.monotonic() + timeout  # another process leads: poll for its stored answer
         while time.monotonic() < deadline:
@@ -111,10 +112,10 @@ class CachedExchange(Exchange):
                 self._take_leaders_answer()
                 return
 
-    def _take_leaders_answer(self) -> bool:
+    def _take_leaders_answer(self, read: tuple[str, list[bytes]] | None = None) -> bool:
         """After waiting: reuse the leader's response if it was stored and is fresh (a coalesced HIT)."""
         try:
-            found = self.cache.find(self.call, direct=True)
+            found = self.cache.find(self.call, direct=True, read=read)
         except StoreUnavailable:
             return False
         if found is None:
@@ -251,11 +252,14 @@ class CachedExchange(Exchange):
                       heuristic=heuristic, credential_keyed=False, vary_names=names,
                       vary_values=policy.vary_values(self.call.headers, names))
         key = self.cache.key_to_store(self.call, entry)
+        held = (self._lead, self._token) if self._lead is not None and self._token is not None else None
         try:
-            stored = self.cache.save(self.call, key, entry)
+            stored = self.cache.save(self.call, key, entry, release=held)
         except StoreUnavailable:
             log.debug("could not store the response")
             stored = False
+        if stored:
+            self._token = None  # released by the store call itself
         self._release_lead()
         headers = list(upstream.headers) + self._heuristic_header(entry)
         return ProxyResponse(status=upstream.status, headers=headers, body=entry.body,

@@ -59,8 +59,12 @@ class MemoryStore:
             self._slots.move_to_end(key)
             return list(slot.variants.values())
 
-    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float) -> bool:
-        """Store one variant under ``key`` for ``ttl`` seconds, indexed under ``group`` (the path)."""
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            release: tuple[str, str] | None = None) -> bool:
+        """Store one variant under ``key`` for ``ttl`` seconds, indexed under ``group`` (the path).
+
+        ``release`` (a coalescing lock and its token) needs no releasing in a per-worker store.
+        """
         with self._lock:
             if len(blob) > self.max_bytes:
                 return False
@@ -122,6 +126,10 @@ class MemoryStore:
         """Within one worker the cache's own events coalesce; the store lock always succeeds."""
         return "local"
 
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """:meth:`try_lock`; nothing is read with it here (None: look the entry up as usual)."""
+        return self.try_lock(name, lease), None
+
     def release(self, name: str, token: str) -> None:
         """Nothing to release in a per-worker store."""
 
@@ -136,7 +144,8 @@ class MemoryStore:
 
 
 # Store one variant, index its key under its path, and only ever lengthen either key's TTL, so a
-# path index never expires before an entry it must be able to drop.
+# path index never expires before an entry it must be able to drop; announce it, and release the
+# leader's coalescing lock if it is still its own (ARGV[6], KEYS[3]), all in one round trip.
 _PUT = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local ttl = tonumber(ARGV[3])
@@ -144,7 +153,17 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 redis.call('SADD', KEYS[2], KEYS[1])
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then redis.call('DEL', KEYS[3]) end
 return 1
+"""
+
+# Take the coalescing lock and, when it is ours, read the entry in the same call: the leader's
+# double-check (has another process stored the answer meanwhile?) costs no second round trip.
+_LOCK_AND_READ = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HVALS', KEYS[2])
+end
+return false
 """
 
 # Drop every entry key indexed under the given path keys, then the indexes themselves.
@@ -184,6 +203,7 @@ class RedisStore:
         self._put = link.client.register_script(_PUT)
         self._drop = link.client.register_script(_DROP)
         self._release = link.client.register_script(_RELEASE)
+        self._lock_and_read = link.client.register_script(_LOCK_AND_READ)
 
     def _entry_key(self, key: str) -> str:
         return self.link.key("cache", "e", key)
@@ -200,15 +220,18 @@ class RedisStore:
         return [v for v in values if isinstance(v, bytes)]
 
     def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
-            announce: tuple[str, bytes] | None = None) -> bool:
+            announce: tuple[str, bytes] | None = None, release: tuple[str, str] | None = None) -> bool:
         """Store one variant with a TTL (milliseconds, at least 1 s) and index it under its path.
 
-        ``announce`` (channel, message) is published by the same script, at no extra round trip.
+        ``announce`` (channel, message) is published and ``release`` (lock name, token) released by
+        the same script, at no extra round trip.
         """
         ttl_ms = max(1000, int(ttl * 1000))
-        keys = [self._entry_key(key), self._group_key(group)]
+        lock, token = release or ("", "")
+        keys = [self._entry_key(key), self._group_key(group), self._lock_key(lock)]
         channel, message = announce or ("", b"")
-        self.link.run(lambda c: self._put(keys=keys, args=[variant, blob, ttl_ms, channel, message], client=c))
+        args = [variant, blob, ttl_ms, channel, message, token]
+        self.link.run(lambda c: self._put(keys=keys, args=args, client=c))
         return True
 
     def drop_groups(self, groups: list[str]) -> int:
@@ -252,6 +275,16 @@ class RedisStore:
         lease_ms = max(1, int(lease * 1000))
         got = self.link.run(lambda c: c.set(self._lock_key(name), token, nx=True, px=lease_ms))
         return token if got else None
+
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """Take the lock for ``name`` and, if it is ours, read that key's variants in the same call."""
+        token = uuid.uuid4().hex
+        keys = [self._lock_key(name), self._entry_key(name)]
+        lease_ms = max(1, int(lease * 1000))
+        values = self.link.run(lambda c: self._lock_and_read(keys=keys, args=[token, lease_ms], client=c))
+        if not isinstance(values, list):
+            return None, None
+        return token, [v for v in values if isinstance(v, bytes)]
 
     def release(self, name: str, token: str) -> None:
         """Release the lock if it is still ours."""

@@ -85,12 +85,14 @@ class TieredStore:
             self._generation += 1
             self._copies.clear()
 
-    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float) -> bool:
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            release: tuple[str, str] | None = None) -> bool:
         """Store in Redis and drop every worker's copy of the key (announced by the store script)."""
         with self._lock:
             self._generation += 1
             self._copies.pop(key, None)
-        return self.redis.put(key, group, variant, blob, ttl, announce=(self.channel, b"k:" + key.encode()))
+        return self.redis.put(key, group, variant, blob, ttl, announce=(self.channel, b"k:" + key.encode()),
+                              release=release)
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop the paths in Redis, then tell every worker and instance to drop their copies."""
@@ -118,6 +120,10 @@ class TieredStore:
     def try_lock(self, name: str, lease: float) -> str | None:
         """The Redis coalescing lock."""
         return self.redis.try_lock(name, lease)
+
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """The Redis coalescing lock, with the entry read past the tier in the same call."""
+        return self.redis.lock_and_read(name, lease)
 
     def release(self, name: str, token: str) -> None:
         """Release the Redis coalescing lock."""

@@ -257,3 +257,35 @@ def test_coalescing_with_gevent_greenlets(redis_server_session: Any, store: str)
                          timeout=30, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1", "99"]
+
+
+def test_a_miss_costs_three_store_round_trips_and_leaves_no_lock(redis_server: Any, links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server, links)
+    gw.request("/orders/warm-up")  # loads the scripts (a first EVALSHA is retried after SCRIPT LOAD)
+    client = redis_server.client()
+    client.config_resetstat()
+    assert gw.request("/orders/round-trips").cache == "MISS"
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+    # The lookup; the lock taken with the leader's double-check read; the store that releases the
+    # lock. (Commands a script runs are counted too: SET and HVALS in the lock's, GET and DEL in the store's.)
+    assert calls.get("evalsha") == 2 and calls.get("hvals") == 2 and calls.get("set") == 1, calls
+    assert calls.get("get") == 1 and calls.get("del") == 1 and not calls.get("exists"), calls
+    assert not list(client.scan_iter(match=gw.cache.store.link.prefix + "cache:l:*"))
+    assert gw.request("/orders/round-trips").cache == "HIT"
+
+
+def test_the_leader_finds_what_another_process_stored_while_it_took_the_lock(redis_server: Any,
+                                                                            links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    first = gateway_on(redis_server, links, prefix)
+    second = gateway_on(redis_server, links, prefix)
+    original = first.cache.store.lock_and_read
+
+    def lock_after_the_other_stored(name: str, lease: float) -> Any:
+        second.request("/orders/raced")  # stores the answer between our lookup and our lock
+        return original(name, lease)
+
+    first.cache.store.lock_and_read = lock_after_the_other_stored  # type: ignore[method-assign]
+    assert first.request("/orders/raced").cache == "HIT"  # the double-check read with the lock found it
+    assert len(first.upstream_calls) == 0 and len(second.upstream_calls) == 1
