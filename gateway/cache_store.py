@@ -230,7 +230,7 @@ class RedisStore:
         lock, token = release or ("", "")
         keys = [self._entry_key(key), self._group_key(group), self._lock_key(lock)]
         channel, message = announce or ("", b"")
-        args = [variant, blob, ttl_ms, channel, message, token]
+        args: list[bytes | str | int] = [variant, blob, ttl_ms, channel, message, token]
         self.link.run(lambda c: self._put(keys=keys, args=args, client=c))
         return True
 
