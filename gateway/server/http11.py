@@ -6,7 +6,7 @@ The loop, per connection::
                                    │
               environ ◄────────────┘   (wsgi.input pulls the rest of the body from the socket)
                  │
-    app(environ, start_response) ─► status line + headers + first chunk in one sendall
+    app(environ, start_response) ─► status line + headers + first chunk in one send
                  │                   (further chunks as they come: SSE is never buffered)
     close() the app's iterable ─► keep-alive: the next queued (pipelined) request, or recv again
 
@@ -468,9 +468,19 @@ class Writer:
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the head first, with it, if not sent yet)."""
         if not self.sent_head:
-            self.sock.sendall(self.head(None) + self.frame(data))
+            self.output(self.head(None) + self.frame(data))
         elif data:
-            self.sock.sendall(self.frame(data))
+            self.output(self.frame(data))
+
+    def output(self, data: bytes) -> None:
+        """One ``send`` for what fits the socket buffer (all of an ordinary answer), ``sendall`` for the rest.
+
+        gevent's ``sendall`` asks the socket for its buffer size on every call: one syscall per answer
+        that a single ``send`` of a few hundred bytes does not need.
+        """
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
 
     def frame(self, data: bytes) -> bytes:
         if self.bodiless or not data:
@@ -484,15 +494,15 @@ class Writer:
         """Send the app's answer; True if the connection may be kept."""
         if isinstance(result, (list, tuple)) and len(result) <= 1:
             whole = result[0] if result else b""
-            self.sock.sendall(self.head(whole) + self.frame(whole))
+            self.output(self.head(whole) + self.frame(whole))
         else:
             for data in result:
                 if data or not self.sent_head:
                     self.write(data)
             if not self.sent_head:
-                self.sock.sendall(self.head(b""))
+                self.output(self.head(b""))
             if self.chunked:
-                self.sock.sendall(b"0\r\n\r\n")
+                self.output(b"0\r\n\r\n")
         if not self.bodiless and self.length is not None and self.sent != self.length:
             return False  # the body was cut short: the client must see the connection end
         return not self.close
