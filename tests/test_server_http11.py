@@ -319,3 +319,17 @@ def test_generated_framing_never_fails_the_server(lengths: list[bytes], codings:
     if fold or not (one_length or one_coding):
         # Only a request framed one clear way may carry another behind it.
         assert all(seen["path"] != "/smuggled" for seen in app.seen), (raw[:300], app.seen)
+
+
+def test_a_body_the_gateway_cuts_short_ends_the_connection_without_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.errors import BadGateway
+
+    def cut(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "10")])
+        yield b"12345"
+        raise BadGateway("the service stopped mid-body")
+
+    raw = exchange(cut, GET + GET)
+    assert raw.count(b"HTTP/1.1 200") == 1 and raw.endswith(b"12345")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -353,6 +353,10 @@ class Connection:
             return self.failed(writer, environ)
         try:
             kept = writer.send(result)
+        except (OSError, errors.GatewayError):
+            # The client went away, or the gateway cut a body short on purpose (an upstream that
+            # stopped mid-body): the connection ends here, nothing more to say or log.
+            return False if writer.sent_head else self.failed(writer, environ)
         except Exception:
             return self.failed(writer, environ)
         finally:
