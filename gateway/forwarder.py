@@ -1,6 +1,7 @@
 """The request flow, top to bottom: cache lookup, breaker, upstream, store, response.
 
-This is the one place to read to know what happens to a proxied request::
+This is the one place to read to know what happens to a proxied request (a service with rate limiting
+or CORS first goes through ``gateway.traffic``: preflight, limit, then this flow, then CORS headers)::
 
     cache.begin ──HIT──────────────────────────────────────────────► response
         │ miss / stale / bypass
@@ -28,10 +29,16 @@ class Engine(Protocol):
     cache: Any
     breakers: Any
     upstream: Any
+    traffic: Any  # gateway.traffic.TrafficGuard: read only for services with rate limiting or CORS
 
 
-def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
-    """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker."""
+def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyResponse:
+    """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker.
+
+    ``guard`` False skips the rate limit and CORS (a background refresh is no client's request).
+    """
+    if call.service.guarded and guard:
+        return gw.traffic.forward(call, lambda checked: forward_request(checked, gw, False))  # type: ignore[no-any-return]
     breaker = gw.breakers[call.service.name]
     # While the circuit refuses calls nothing goes upstream, so there is no call to coalesce: only
     # the lookup is worth its cost (a fresh or stale entry may still answer).

@@ -1,0 +1,61 @@
+"""What the request flow does for a service with rate limiting or CORS, before and after the cache.
+
+:func:`gateway.forwarder.forward_request` calls :meth:`TrafficGuard.forward` only for a service that
+configures either (``ServiceConfig.guarded``, one attribute read); every other request pays nothing.
+Order, and why:
+
+1. A CORS preflight is answered here, never limited nor forwarded (as Kong's cors plugin, which runs
+   before its rate limiting and ends preflights itself): it costs the service nothing, browsers cache
+   it for ``max_age``, and a 429 without CORS headers would only show up as a CORS failure.
+2. The rate limit is checked before the cache lookup: a cache hit counts against the limit, as with
+   Kong and Envoy. A limit protects the gateway and bounds what one client may take, not only the
+   service; a client hammering a cached path is still hammering.
+3. The cache, the breaker and the service (the rest of ``forward_request``).
+4. On the way out, hit or miss, the ``RateLimit`` headers and this origin's CORS headers are added;
+   an error the gateway answers (429, 502, 503...) gets them too, so a browser can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from gateway import cors as cors_rules
+from gateway.errors import GatewayError
+from gateway.messages import Headers, ProxyCall, ProxyResponse
+from gateway.ratelimit import RateLimiter
+
+
+class TrafficGuard:
+    """Rate limiting and CORS around the request flow of the services that configure them."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    def forward(self, call: ProxyCall, flow: Callable[[ProxyCall], ProxyResponse]) -> ProxyResponse:
+        """Answer ``call``: a preflight here, else through the limit, ``flow`` and the CORS headers."""
+        service = call.service
+        cors = service.cors
+        origin = call.header("Origin") if cors is not None else None
+        if cors is not None and cors_rules.is_preflight(call):
+            return cors_rules.preflight(cors, call)
+        limit_headers: Headers = []
+        try:
+            if service.rate_limit is not None:
+                limit_headers = self.limiter.check(call)
+            result = flow(call)
+        except GatewayError as error:
+            headers = error.headers + limit_headers if limit_headers else list(error.headers)
+            error.headers = cors_rules.with_cors(cors, origin, headers) if cors is not None else headers
+            raise
+        if cors is not None:
+            return replace(result, headers=cors_rules.with_cors(cors, origin, result.headers, limit_headers))
+        if limit_headers:
+            return replace(result, headers=result.headers + limit_headers)
+        return result
+
+
+def traffic_guard(link: Any, stats: Any = None) -> TrafficGuard:
+    """The guard the app's engine carries (Redis-backed limits when there is a link)."""
+    return TrafficGuard(RateLimiter(link, stats=stats))
