@@ -419,8 +419,8 @@ class GatewayStats:
             counts = service_fields(cumulative, RATE_LIMIT_FAMILY + name)
             services[name] = {
                 "key": f"header:{limit.header}" if limit.key == "header" else limit.key,
-                "limits": [f"{x.quota}/{x.window}s" for x in limit.rule.limits],
-                "paths": {rule.path: [f"{x.quota}/{x.window}s" for x in rule.limits] for rule in limit.paths},
+                "limits": [x.text for x in limit.rule.limits],
+                "paths": {rule.path: [x.text for x in rule.limits] for rule in limit.paths},
                 "store": "redis" if self.link is not None else "memory (per worker)",
                 "redis_down": limit.redis_down,
                 "limited": counts.get("limited", 0),

@@ -32,6 +32,12 @@ class Limit:
     window: int
     name: str
 
+    @property
+    def text(self) -> str:
+        """As configured, in its largest whole unit: ``10/s``, ``1000/h``, ``100/300s``."""
+        unit = {1: "s", 60: "m", 3600: "h", 86400: "d"}.get(self.window, f"{self.window}s")
+        return f"{self.quota}/{unit}"
+
 
 @dataclass(frozen=True)
 class LimitRule:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_dashboard_browser import CHROMIUM, TOKEN, dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +174,19 @@ def test_cors_preflights_and_cached_answers_across_origins(  # type: ignore[no-u
     # Services without CORS are untouched.
     status, headers, _ = send(gateway.url, "/orders/1", {"Origin": "https://app.example.com"})
     assert "access-control-allow-origin" not in headers and "Origin" not in headers.get("vary", "")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium not found: apt-get install -y chromium")
+def test_dashboard_shows_the_rate_limited_requests(gateway_factory, clean_samples, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    env = {**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", "OPS_TOKEN": TOKEN,
+           "GATEWAY_CONFIG": config(tmp_path, RATE_LIMITED)}
+    gateway = gateway_factory(env, workers=2)
+    statuses = [send(gateway.url, "/restaurants/1", {"X-Api-Key": "k"})[0] for _ in range(14)]
+    with dashboard(gateway.url, 1280, 1200) as page:
+        row = page.locator('#rate-limit-rows tr[data-service="restaurant-service"]')
+        expect(row.locator('[data-field="limited"]')).to_have_text(str(statuses.count(429)), timeout=8000)
+        expect(row).to_contain_text("header:X-Api-Key")
+        expect(row).to_contain_text("5/m, 1000/h")
+        expect(page.locator('#rate-limit-rows tr[data-service="order-service"]')).to_contain_text("closed")

@@ -134,3 +134,18 @@ def test_headers_name_each_limit() -> None:
     assert rule.policy == '"per-second";q=10;w=1, "per-hour";q=1000;w=3600'
     verdict = MemoryCells(FakeClock()).decide("k", rule)
     assert limit_headers(rule, verdict)[1] == ("RateLimit", '"per-second";r=9;t=1, "per-hour";r=999;t=4')
+
+
+def test_a_bad_limit_in_the_file_is_told_with_its_line_and_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "gateway.yaml"
+    path.write_text('services:\n  order-service:\n    rate_limit:\n      limits: ["10/s", "10/fortnight"]\n'
+                    '  restaurant-service:\n    cors:\n      origin: ["*"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"GATEWAY_CONFIG": str(path)})
+    assert str(caught.value).startswith("invalid setting GATEWAY_CONFIG services.order-service.rate_limit.limits: ")
+    assert str(caught.value).endswith(f"(at {path}:4:15)")
+    path.write_text('services:\n  restaurant-service:\n    cors:\n      origin: ["*"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"GATEWAY_CONFIG": str(path)})
+    assert "cors.origin: unknown key 'origin'; did you mean 'origins'?" in str(caught.value)
+    assert str(caught.value).endswith(f"(at {path}:4:7)")
