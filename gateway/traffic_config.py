@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 RATE_LIMIT_KEYS = {"key", "limits", "paths", "redis_down"}
 CORS_KEYS = {"origins", "methods", "headers", "expose_headers", "credentials", "max_age"}
@@ -59,7 +60,15 @@ class RateLimitSettings:
     redis_down: str  # "open", "closed" or "local"
 
     def rule_for(self, path: str) -> LimitRule:
-        """The rule of the longest configured path prefix ``path`` is under, else the service's."""
+        """The rule of the longest configured path prefix ``path`` is under, else the service's.
+
+        Matched after one percent-decode (``/menu`` and ``/%6Denu`` reach the same upstream path;
+        encoded slashes and dot segments were refused before), so an escape cannot dodge a rule.
+        """
+        if not self.paths:
+            return self.rule
+        if "%" in path:
+            path = unquote(path, errors="surrogateescape")
         for rule in self.paths:
             prefix = rule.path or ""
             if path == prefix or path.startswith(prefix + "/"):

@@ -103,6 +103,10 @@ def test_clients_and_path_rules_are_counted_apart() -> None:
         assert limiter.check(call(service, path="/orders/search/deep/1")) == []  # no limits: not limited
     with pytest.raises(RateLimited):
         limiter.check(call(service, path="/orders/searchable"))  # not under /orders/search
+    escaped = limited({"limits": ["5/s"], "paths": {"/orders/search": ["1/s"]}})
+    limiter.check(call(escaped, path="/orders/search", ip="10.0.0.9"))
+    with pytest.raises(RateLimited):
+        limiter.check(call(escaped, path="/orders/%73earch", ip="10.0.0.9"))  # an escape is the same path: no way round it
 
 
 def test_keys_digest_secrets_and_fall_back_to_the_ip() -> None:
