@@ -106,7 +106,7 @@ def test_clients_and_path_rules_are_counted_apart() -> None:
     escaped = limited({"limits": ["5/s"], "paths": {"/orders/search": ["1/s"]}})
     limiter.check(call(escaped, path="/orders/search", ip="10.0.0.9"))
     with pytest.raises(RateLimited):
-        limiter.check(call(escaped, path="/orders/%73earch", ip="10.0.0.9"))  # an escape is the same path: no way round it
+        limiter.check(call(escaped, path="/orders/%73earch", ip="10.0.0.9"))  # an escape is the same path
 
 
 def test_keys_digest_secrets_and_fall_back_to_the_ip() -> None:

@@ -11,9 +11,12 @@ import pytest
 from gateway.errors import RateLimited, RateLimitUnavailable
 from gateway.ratelimit import RateLimiter
 from gateway.redis_link import RedisLink
+from tests import test_breaker_redis
+from tests.test_breaker_redis import link_to
 from tests.test_ratelimit import call, limited
 
 _prefixes = itertools.count()
+links = test_breaker_redis.links  # the fixture: open RedisLinks, closed after the test
 
 
 class Events:
@@ -22,20 +25,6 @@ class Events:
 
     def record_rate_limit(self, service: str, event: str) -> None:
         self.seen.append((service, event))
-
-
-@pytest.fixture
-def links() -> Any:
-    opened: list[RedisLink] = []
-    yield opened
-    for link in opened:
-        link.close()
-
-
-def link_to(server: Any, links: list[RedisLink], prefix: str) -> RedisLink:
-    link = RedisLink(server.url, prefix)
-    links.append(link)
-    return link
 
 
 def test_two_instances_share_one_count_in_one_script_call(redis_server_session: Any, links: list[RedisLink]) -> None:
