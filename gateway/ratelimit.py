@@ -22,7 +22,6 @@ Without Redis every worker keeps its own cells, bounded in number, on the inject
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -85,21 +84,24 @@ def _gcra(tats: list[float], rule: LimitRule, now: float) -> Verdict:
     """The script's decision, in Python (seconds): updates ``tats`` in place when the request passes."""
     news: list[float] = []
     states: list[tuple[int, float]] = []
-    spare: dict[int, tuple[int, float]] = {}
+    spare: list[tuple[int, tuple[int, float]]] = []
     refused = False
-    for index, (tat, limit) in enumerate(zip(tats, rule.limits, strict=True)):
-        interval = limit.window / limit.quota
-        tat = max(tat, now)
+    index = 0
+    for interval, window, _ in rule.steps:
+        tat = tats[index]
+        if tat < now:
+            tat = now
         new = tat + interval
         news.append(new)
-        if new - limit.window > now + EPSILON:
+        if new - window > now + EPSILON:
             refused = True
-            states.append((0, new - limit.window - now))
+            states.append((0, new - window - now))
         else:
-            states.append((int((now + limit.window - new) / interval + EPSILON), new - now))
-            spare[index] = (int((now + limit.window - tat) / interval + EPSILON), tat - now)
+            states.append((int((now + window - new) / interval + EPSILON), new - now))
+            spare.append((index, (int((now + window - tat) / interval + EPSILON), tat - now)))
+        index += 1
     if refused:
-        for index, left in spare.items():
+        for index, left in spare:
             states[index] = left  # this limit did not refuse: what it has left, nothing spent
         return Verdict(True, states)
     tats[:] = news
@@ -150,14 +152,16 @@ def client_key(settings: RateLimitSettings, call: ProxyCall) -> str:
 
 
 def _seconds(value: float) -> int:
-    return max(0, math.ceil(value - 1e-9))
+    whole = int(value)
+    return whole + 1 if value - whole > EPSILON else whole
 
 
 def limit_headers(rule: LimitRule, verdict: Verdict) -> Headers:
     """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) for one decision."""
-    state = ", ".join(f'"{limit.name}";r={remaining};t={_seconds(reset)}'
-                      for limit, (remaining, reset) in zip(rule.limits, verdict.states, strict=True))
-    return [("RateLimit-Policy", rule.policy), ("RateLimit", state)]
+    parts = []
+    for (_, _, head), (remaining, reset) in zip(rule.steps, verdict.states, strict=True):
+        parts.append(f"{head}{remaining};t={_seconds(reset)}")
+    return [("RateLimit-Policy", rule.policy), ("RateLimit", ", ".join(parts))]
 
 
 class RateLimiter:
@@ -169,7 +173,6 @@ class RateLimiter:
         self.memory = MemoryCells(clock, memory_bound)
         self.stats = stats
         self._script: Callable[..., Any] | None = link.client.register_script(GCRA) if link is not None else None
-        self._args: dict[int, list[int]] = {}
 
     def _count(self, service: str, event: str) -> None:
         record = getattr(self.stats, "record_rate_limit", None)
@@ -183,10 +186,8 @@ class RateLimiter:
         rule = settings.rule_for(call.path)
         if not rule.limits:
             return []
-        who = client_key(settings, call)
-        material = f"{call.service.name}\0{rule.path or ''}\0{who}"
-        tag = hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        verdict = self._decide(call.service.name, settings, rule, tag)
+        who = f"{call.service.name}\0{rule.path or ''}\0{client_key(settings, call)}"
+        verdict = self._decide(call.service.name, settings, rule, who)
         if verdict is None:
             return []
         headers = limit_headers(rule, verdict)
@@ -197,16 +198,13 @@ class RateLimiter:
             raise RateLimited(service=call.service.name, headers=headers)
         return headers
 
-    def _decide(self, service: str, settings: RateLimitSettings, rule: LimitRule, tag: str) -> Verdict | None:
+    def _decide(self, service: str, settings: RateLimitSettings, rule: LimitRule, who: str) -> Verdict | None:
+        """``who``: service, rule and client; kept as is in memory, digested into the Redis keys."""
         if self.link is None or self._script is None:
-            return self.memory.decide(tag, rule)
+            return self.memory.decide(who, rule)
+        tag = hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
         keys = [self.link.key("rl", "{" + tag + "}", str(limit.window)) for limit in rule.limits]
-        args = self._args.get(id(rule))
-        if args is None:
-            args = []
-            for limit in rule.limits:
-                args += [int(limit.window * 1_000_000 // limit.quota), limit.window * 1_000_000]
-            self._args[id(rule)] = args
+        args = rule.script_args
         script = self._script
         try:
             raw = self.link.run(lambda client: script(keys=keys, args=args, client=client))
@@ -216,7 +214,7 @@ class RateLimiter:
             if mode == "closed":
                 raise RateLimitUnavailable(service=service, headers=[("Retry-After", "1")]) from None
             if mode == "local":
-                return self.memory.decide(tag, rule)
+                return self.memory.decide(who, rule)
             return None
         values = [int(v) for v in raw]
         states = [(values[1 + 2 * i], values[2 + 2 * i] / 1_000_000) for i in range(len(rule.limits))]

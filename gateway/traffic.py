@@ -18,7 +18,6 @@ Order, and why:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from gateway import cors as cors_rules
@@ -50,10 +49,18 @@ class TrafficGuard:
             error.headers = cors_rules.with_cors(cors, origin, headers) if cors is not None else headers
             raise
         if cors is not None:
-            return replace(result, headers=cors_rules.with_cors(cors, origin, result.headers, limit_headers))
+            return _with_headers(result, cors_rules.with_cors(cors, origin, result.headers, limit_headers))
         if limit_headers:
-            return replace(result, headers=result.headers + limit_headers)
+            return _with_headers(result, result.headers + limit_headers)
         return result
+
+
+def _with_headers(result: ProxyResponse, headers: Headers) -> ProxyResponse:
+    """``result`` with other headers, as a new answer: the one given may be the cache's to keep."""
+    answer = ProxyResponse.__new__(ProxyResponse)
+    answer.__dict__.update(result.__dict__)  # every field, whatever fields it has (a shallow copy, fast)
+    answer.headers = headers
+    return answer
 
 
 def traffic_guard(link: Any, stats: Any = None) -> TrafficGuard:

@@ -47,6 +47,16 @@ class LimitRule:
     path: str | None
     limits: tuple[Limit, ...]
     policy: str  # the RateLimit-Policy header value, made once
+    # Per limit, made once: (seconds between two requests, window seconds, '"per-second";r=')
+    steps: tuple[tuple[float, int, str], ...] = ()
+    # The Redis script's arguments: per limit, the interval and the window in microseconds.
+    script_args: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        steps = tuple((x.window / x.quota, x.window, f'"{x.name}";r=') for x in self.limits)
+        args = tuple(n for x in self.limits for n in (x.window * 1_000_000 // x.quota, x.window * 1_000_000))
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "script_args", args)
 
 
 @dataclass(frozen=True)
