@@ -1,8 +1,7 @@
 """What the request flow does for a service with rate limiting or CORS, before and after the cache.
 
-:func:`gateway.forwarder.forward_request` calls :meth:`TrafficGuard.forward` only for a service that
-configures either (``ServiceConfig.guarded``, one attribute read); every other request pays nothing.
-Order, and why:
+:func:`gateway.forwarder.guarded_request` uses it, only for a service that configures either
+(``ServiceConfig.guarded``, one attribute read); every other request pays nothing. Order, and why:
 
 1. A CORS preflight is answered here, never limited nor forwarded (as Kong's cors plugin, which runs
    before its rate limiting and ends preflights itself): it costs the service nothing, browsers cache
@@ -17,7 +16,6 @@ Order, and why:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from gateway import cors as cors_rules
@@ -32,27 +30,38 @@ class TrafficGuard:
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
-    def forward(self, call: ProxyCall, flow: Callable[[ProxyCall], ProxyResponse]) -> ProxyResponse:
-        """Answer ``call``: a preflight here, else through the limit, ``flow`` and the CORS headers."""
-        service = call.service
-        cors = service.cors
-        origin = call.header("Origin") if cors is not None else None
-        if cors is not None and cors_rules.is_preflight(call):
-            return cors_rules.preflight(cors, call)
-        limit_headers: Headers = []
+    def preflight(self, call: ProxyCall) -> ProxyResponse | None:
+        """The gateway's answer to a CORS preflight (raises ``CorsForbidden``); None for any other request."""
+        cors = call.service.cors
+        if cors is None or not cors_rules.is_preflight(call):
+            return None
+        return cors_rules.preflight(cors, call)
+
+    def limit(self, call: ProxyCall) -> Headers:
+        """The ``RateLimit`` headers for the answer; raises ``RateLimited`` (with CORS headers) over the limit."""
+        if call.service.rate_limit is None:
+            return []
         try:
-            if service.rate_limit is not None:
-                limit_headers = self.limiter.check(call)
-            result = flow(call)
+            return self.limiter.check(call)
         except GatewayError as error:
-            headers = error.headers + limit_headers if limit_headers else list(error.headers)
-            error.headers = cors_rules.with_cors(cors, origin, headers) if cors is not None else headers
+            self.on_error(call, error, [])
             raise
+
+    def on_response(self, call: ProxyCall, result: ProxyResponse, limit_headers: Headers) -> ProxyResponse:
+        """The answer with the RateLimit headers and this origin's CORS headers (a copy: hit or miss)."""
+        cors = call.service.cors
         if cors is not None:
-            return _with_headers(result, cors_rules.with_cors(cors, origin, result.headers, limit_headers))
+            headers = cors_rules.with_cors(cors, call.header("Origin"), result.headers, limit_headers)
+            return _with_headers(result, headers)
         if limit_headers:
             return _with_headers(result, result.headers + limit_headers)
         return result
+
+    def on_error(self, call: ProxyCall, error: GatewayError, limit_headers: Headers) -> None:
+        """Add the RateLimit and CORS headers to an error the gateway answers, so a page can read it."""
+        headers = error.headers + limit_headers if limit_headers else list(error.headers)
+        cors = call.service.cors
+        error.headers = cors_rules.with_cors(cors, call.header("Origin"), headers) if cors is not None else headers
 
 
 def _with_headers(result: ProxyResponse, headers: Headers) -> ProxyResponse:

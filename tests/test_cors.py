@@ -6,7 +6,7 @@ import pytest
 
 from gateway import cors
 from gateway.config import ConfigError, ServiceConfig, load_settings
-from gateway.errors import CorsForbidden, GatewayError
+from gateway.errors import BadGateway, CorsForbidden, GatewayError
 from gateway.messages import ProxyCall, ProxyResponse, header_value
 from gateway.ratelimit import RateLimiter
 from gateway.traffic import TrafficGuard
@@ -104,19 +104,47 @@ def test_answers_get_this_origins_headers_and_vary() -> None:
     assert cors.with_cors(star.cors, None, []) == [("Access-Control-Allow-Origin", "*")]  # type: ignore[arg-type]
 
 
-def test_guard_adds_headers_to_answers_and_errors_and_never_limits_preflights() -> None:
+class Engine:
+    """Just enough engine for ``guarded_request``: the guard, and a flow that answers ``stored``."""
+
+    def __init__(self, guard: TrafficGuard, stored: ProxyResponse) -> None:
+        self.traffic, self.stored, self.calls = guard, stored, 0
+
+
+def test_guard_adds_headers_to_answers_and_errors_and_never_limits_preflights(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gateway.forwarder as forwarder
+
     svc = service(rate_limit=parse_rate_limit("rate_limit", {"limits": ["1/m"]}, "/orders"))
-    guard = TrafficGuard(RateLimiter(None))
     stored = ProxyResponse(status=200, headers=[("Content-Type", "text/plain")], body=b"ok", cache="HIT")
-    answer = guard.forward(request(svc, Origin="https://app.example.com"), lambda c: stored)
+    engine = Engine(TrafficGuard(RateLimiter(None)), stored)
+    real = forwarder.forward_request
+
+    def flow(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyResponse:
+        if guard:
+            return real(call, gw, guard)  # type: ignore[arg-type]
+        gw.calls += 1
+        if isinstance(gw.stored, Exception):
+            raise gw.stored
+        return gw.stored
+
+    monkeypatch.setattr(forwarder, "forward_request", flow)
+    answer = forwarder.forward_request(request(svc, Origin="https://app.example.com"), engine)  # type: ignore[arg-type]
     assert header_value(answer.headers, "Access-Control-Allow-Origin") == "https://app.example.com"
     assert header_value(answer.headers, "RateLimit") == '"per-minute";r=0;t=60'
     assert stored.headers == [("Content-Type", "text/plain")]  # the cache's answer object is not changed
     preflight = request(svc, "OPTIONS", Origin="https://app.example.com", Access_Control_Request_Method="GET")
     for _ in range(3):
-        assert guard.forward(preflight, lambda c: stored).status == 204
+        assert forwarder.forward_request(preflight, engine).status == 204  # type: ignore[arg-type]
+    assert engine.calls == 1  # preflights never reach the flow
     with pytest.raises(GatewayError) as refused:
-        guard.forward(request(svc, Origin="https://app.example.com"), lambda c: stored)
-    assert refused.value.status == 429
+        forwarder.forward_request(request(svc, Origin="https://app.example.com"), engine)  # type: ignore[arg-type]
+    assert refused.value.status == 429 and engine.calls == 1
     headers = dict(refused.value.headers)
     assert headers["Access-Control-Allow-Origin"] == "https://app.example.com" and headers["Retry-After"] == "60"
+    engine.stored = BadGateway(service="order-service")  # type: ignore[assignment]
+    with pytest.raises(BadGateway) as failed:
+        forwarder.forward_request(request(svc, Origin="https://a.example.org"),  # type: ignore[arg-type]
+                                  Engine(TrafficGuard(RateLimiter(None)), engine.stored))  # type: ignore[arg-type]
+    headers = dict(failed.value.headers)
+    assert headers["Access-Control-Allow-Origin"] == "https://a.example.org" and headers["Vary"] == "Origin"
+    assert headers["RateLimit"] == '"per-minute";r=0;t=60'
