@@ -99,7 +99,7 @@ def test_two_instances_share_the_limit_on_redis_and_fail_as_configured(  # type:
     assert [minute.split(";t=")[0] for minute, _ in told] == [f'"per-minute";r={left}' for left in (4, 3, 2, 1, 0)]
     assert [hour.split(";t=")[0] for _, hour in told] == [f'"per-hour";r={left}' for left in range(999, 994, -1)]
     for spent, (minute, _) in enumerate(told, start=1):
-        assert spent * 12 - 2 <= int(minute.split(";t=")[1]) <= spent * 12  # 12 s earned back per request
+        assert spent * 12 - 5 <= int(minute.split(";t=")[1]) <= spent * 12  # 12 s earned back per request
     assert answers[0][1]["ratelimit-policy"] == '"per-minute";q=5;w=60, "per-hour";q=1000;w=3600'
     assert "HIT" in [h["x-cache"] for _, h, _ in answers]  # a cache hit counts against the limit too
     for gateway in (first, second):
