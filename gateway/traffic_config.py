@@ -22,6 +22,7 @@ WINDOW_NAMES = {1: "per-second", 60: "per-minute", 3600: "per-hour", 86400: "per
 LIMIT = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*")
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name or method (RFC 9110 token)
 ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9.-]+)(:\d{1,5})?")
+SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")  # what * may stand for
 DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -111,7 +112,7 @@ class CorsSettings:
         for scheme, suffix in self.wildcards:
             if lowered.startswith(scheme) and lowered.endswith(suffix):
                 host = lowered[len(scheme):-len(suffix)]
-                if host and "/" not in host and ":" not in host and "@" not in host:
+                if SUBDOMAIN.fullmatch(host):
                     return True
         return False
 

@@ -34,7 +34,9 @@ def test_origins_exact_and_wildcard_subdomains() -> None:
     assert settings.allows("https://app.example.com") and settings.allows("HTTPS://APP.EXAMPLE.COM")
     assert settings.allows("https://a.example.org") and settings.allows("https://a.b.example.org")
     for refused in ("https://example.org", "http://a.example.org", "https://evil-example.org",
-                    "https://a.example.org.evil.com", "https://app.example.com:8443", "null", ""):
+                    "https://a.example.org.evil.com", "https://app.example.com:8443", "null", "",
+                    "https://a b.example.org", "https://a@b.example.org", "https://.example.org",
+                    "https://a..example.org", "https://a.example.org:8443"):
         assert not settings.allows(refused), refused
 
 
