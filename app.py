@@ -33,6 +33,7 @@ from gateway.redis_link import RedisLink
 from gateway.request_log import AccessLog, RequestLog, configure_logging
 from gateway.stats import GatewayStats
 from gateway.stats_history import StatsHistory
+from gateway.traffic import TrafficGuard, traffic_guard
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
@@ -45,6 +46,7 @@ class Engine:
     cache: ResponseCache
     breakers: BreakerRegistry
     upstream: UpstreamClient
+    traffic: TrafficGuard
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -75,12 +77,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     upstream = UpstreamClient(settings)
     upstream.init_app(app)
     HealthMonitor(settings, link=link).init_app(app)
-    engine = Engine(cache=cache, breakers=breakers, upstream=upstream)
+    engine = Engine(cache=cache, breakers=breakers, upstream=upstream, traffic=traffic_guard(link, stats))
     app.extensions["gateway.engine"] = engine
 
     def refresh_in_background(call: ProxyCall) -> None:
         """Stale-while-revalidate: run the request flow for a stale entry and let the cache store it."""
-        body = forward_request(call, engine).body
+        body = forward_request(call, engine, guard=False).body
         try:
             if not isinstance(body, bytes):
                 for _ in body:

@@ -118,6 +118,13 @@ def cache_stats() -> Response:
     return _json(current_app.extensions["gateway.stats"].cache_stats())
 
 
+@ops.get("/stats/rate-limits")
+def rate_limit_stats() -> Response:
+    """Each rate-limited service: its limits, and its 429s and Redis-down decisions since start, gateway-wide."""
+    require_ops_token()
+    return _json(current_app.extensions["gateway.stats"].rate_limit_stats())
+
+
 @ops.get("/stats/history")
 def history_stats() -> Response:
     """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.traffic_config import CorsSettings, RateLimitSettings, parse_cors, parse_rate_limit
+
 RESERVED_PREFIXES = ("/health", "/ready", "/stats", "/metrics", "/dashboard", "/admin")
 
 
@@ -76,6 +78,13 @@ class ServiceConfig:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     health_check: HealthCheck = field(default_factory=HealthCheck)
     rewrite_redirects: bool = True
+    rate_limit: RateLimitSettings | None = None
+    cors: CorsSettings | None = None
+    # Whether the request flow has anything to do before the cache lookup: one attribute read a request.
+    guarded: bool = field(init=False, default=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guarded", self.rate_limit is not None or self.cors is not None)
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ BUILTIN_SERVICES = (
 
 SERVICE_KEYS = {
     "prefix", "url", "strip_prefix", "cache", "cache_ttl", "share_public_across_users", "timeout", "breaker",
-    "health_check", "rewrite_redirects",
+    "health_check", "rewrite_redirects", "rate_limit", "cors",
 }
 BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
 HEALTH_KEYS = {"path", "interval", "timeout", "expected_status"}
@@ -311,9 +320,10 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
                                      braw.get("rolling_window", breaker.rolling_window)),
         )
         _check_threshold(f"{where}.breaker.error_threshold", breaker.error_threshold)
+    prefix = _prefix(f"{where}.prefix", raw["prefix"]) if "prefix" in raw else base.prefix
     return replace(
         base,
-        prefix=_prefix(f"{where}.prefix", raw["prefix"]) if "prefix" in raw else base.prefix,
+        prefix=prefix,
         url=_url(f"{where}.url", raw["url"]) if "url" in raw else base.url,
         strip_prefix=_bool(f"{where}.strip_prefix", raw.get("strip_prefix", base.strip_prefix)),
         cache=_bool(f"{where}.cache", raw.get("cache", base.cache)),
@@ -326,6 +336,9 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
         health_check=_health_check(f"{where}.health_check", raw["health_check"]) if "health_check" in raw
         else base.health_check,
         rewrite_redirects=_bool(f"{where}.rewrite_redirects", raw.get("rewrite_redirects", base.rewrite_redirects)),
+        rate_limit=parse_rate_limit(f"{where}.rate_limit", raw["rate_limit"], prefix) if "rate_limit" in raw
+        else base.rate_limit,
+        cors=parse_cors(f"{where}.cors", raw["cors"]) if "cors" in raw else base.cors,
     )
 
 

@@ -15,8 +15,11 @@ The tree::
     │   ├── URITooLong                414 uri_too_long       request target over the limit
     │   ├── HeadersTooLarge           431 headers_too_large  too many or too large header fields
     │   ├── Unauthorized              401 unauthorized       (carries WWW-Authenticate)
-    │   └── Forbidden                 403 forbidden
+    │   ├── Forbidden                 403 forbidden
+    │   ├── CorsForbidden             403 cors_forbidden     a preflight from an origin, method or header not allowed
+    │   └── RateLimited               429 rate_limited       over a rate limit (carries Retry-After, RateLimit)
     ├── CacheUnavailable              503 cache_unavailable  admin purge while Redis is unreachable
+    ├── RateLimitUnavailable          503 rate_limit_unavailable Redis down and the service's limit fails closed
     └── UpstreamError                 the service could not answer
         ├── BadGateway                502 bad_gateway        connection refused, reset, cut short
         ├── GatewayTimeout            504 gateway_timeout    no response headers within the timeout
@@ -99,6 +102,18 @@ class Unauthorized(ClientError):
 
 class Forbidden(ClientError):
     status, code, message = 403, "forbidden", "This endpoint is disabled."
+
+
+class CorsForbidden(ClientError):
+    status, code, message = 403, "cors_forbidden", "This origin may not call this service from a browser."
+
+
+class RateLimited(ClientError):
+    status, code, message = 429, "rate_limited", "Too many requests; retry after the Retry-After seconds."
+
+
+class RateLimitUnavailable(GatewayError):
+    status, code, message = 503, "rate_limit_unavailable", "The rate limit cannot be checked right now."
 
 
 class CacheUnavailable(GatewayError):

@@ -1,6 +1,7 @@
 """The request flow, top to bottom: cache lookup, breaker, upstream, store, response.
 
-This is the one place to read to know what happens to a proxied request::
+This is the one place to read to know what happens to a proxied request (a service with rate limiting
+or CORS goes through ``guarded_request`` first: preflight, limit, this flow, their headers)::
 
     cache.begin ──HIT──────────────────────────────────────────────► response
         │ miss / stale / bypass
@@ -17,9 +18,10 @@ import time
 from typing import Any, Protocol
 
 from gateway.breaker import Outcome
-from gateway.errors import CircuitOpen, GatewayTimeout, UpstreamError
+from gateway.errors import CircuitOpen, GatewayError, GatewayTimeout, UpstreamError
 from gateway.exchange import outcome_told
 from gateway.messages import ProxyCall, ProxyResponse
+from gateway.traffic import TrafficGuard
 
 
 class Engine(Protocol):
@@ -28,10 +30,16 @@ class Engine(Protocol):
     cache: Any
     breakers: Any
     upstream: Any
+    traffic: Any  # gateway.traffic.TrafficGuard: read only for services with rate limiting or CORS
 
 
-def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
-    """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker."""
+def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyResponse:
+    """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker.
+
+    ``guard`` False skips the rate limit and CORS (a background refresh is no client's request).
+    """
+    if call.service.guarded and guard:
+        return guarded_request(call, gw)
     breaker = gw.breakers[call.service.name]
     # While the circuit refuses calls nothing goes upstream, so there is no call to coalesce: only
     # the lookup is worth its cost (a fresh or stale entry may still answer).
@@ -66,3 +74,18 @@ def forward_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
         return exchange.on_response(upstream, done)
     finally:
         exchange.close()
+
+
+def guarded_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
+    """A service with rate limiting or CORS: preflight, limit, the flow above, then their headers on the way out."""
+    traffic: TrafficGuard = gw.traffic
+    preflight = traffic.preflight(call)
+    if preflight is not None:
+        return preflight  # answered by the gateway: never limited, never forwarded
+    limit_headers = traffic.limit(call)  # raises RateLimited over the limit: a cache hit counts too
+    try:
+        response = forward_request(call, gw, guard=False)
+    except GatewayError as error:
+        traffic.on_error(call, error, limit_headers)  # a page can read the gateway's 502, 503, 504
+        raise
+    return traffic.on_response(call, response, limit_headers)

@@ -49,7 +49,32 @@ def describe_service(service: ServiceConfig, health: Any = None, breakers: Any =
                   "share_public_across_users": service.share_public_across_users},
         "breaker": {**asdict(service.breaker), "state": state},
         "health_check": check,
+        "rate_limit": describe_rate_limit(service),
+        "cors": describe_cors(service),
     }
+
+
+def describe_rate_limit(service: ServiceConfig) -> dict[str, Any] | None:
+    """The service's ``rate_limit`` as it could be written back in ``GATEWAY_CONFIG`` (None: off)."""
+    limit = service.rate_limit
+    if limit is None:
+        return None
+    return {"key": f"header:{limit.header}" if limit.key == "header" else limit.key,
+            "limits": [x.text for x in limit.rule.limits],
+            "paths": {rule.path: [x.text for x in rule.limits] for rule in limit.paths},
+            "redis_down": limit.redis_down}
+
+
+def describe_cors(service: ServiceConfig) -> dict[str, Any] | None:
+    """The service's ``cors`` settings (None: off)."""
+    cors = service.cors
+    if cors is None:
+        return None
+    origins = (["*"] if cors.any_origin else []) + sorted(cors.origins)
+    origins += [f"{scheme}*{suffix}" for scheme, suffix in cors.wildcards]
+    return {"origins": origins, "methods": (["*"] if cors.any_method else []) + list(cors.methods),
+            "headers": (["*"] if cors.any_header else []) + sorted(cors.headers),
+            "expose_headers": list(cors.expose_headers), "credentials": cors.credentials, "max_age": cors.max_age}
 
 
 def describe_services(settings: Settings, health: Any = None, breakers: Any = None) -> dict[str, Any]:

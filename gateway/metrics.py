@@ -48,6 +48,7 @@ CACHE_EVENTS = CACHE_RESULTS | {"coalesced", "upstream_call"}
 LOOKUPS = frozenset({"hit", "miss", "stale", "revalidated"})  # a BYPASS was never looked up
 STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 OUTCOMES = ("success", "failure", "timeout", "reject")
+RATE_LIMIT_EVENTS = ("limited", "redis_down_allowed", "redis_down_refused", "redis_down_local")
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BUCKET_SLOTS = len(REQUEST_BUCKETS) + 1  # the last one is +Inf
 
@@ -93,6 +94,7 @@ class Metrics:
         # label key -> [requests, upstream calls, request sum, upstream sum, *request buckets, *upstream buckets]
         self._pending: dict[tuple[str, str, str, str, str], list[float]] = {}
         self._pending_calls: dict[tuple[str, str], int] = {}  # (service, outcome) -> breaker calls
+        self._pending_limits: dict[tuple[str, str], int] = {}  # (service, event) -> rate limit events
         self._pending_lock = threading.Lock()
         atexit.register(_flush_at_exit, weakref.ref(self))  # a stopping worker's last sums
         r = self.registry
@@ -120,6 +122,14 @@ class Metrics:
         self.service_up = Gauge("gateway_service_up", "Last active health check passed (1) or failed (0).",
                                 ["service"], registry=r, multiprocess_mode="livemax")
         self.cache_events = Counter("gateway_cache_events", "Cache results and events.", ["event"], registry=r)
+        self.rate_limit_events = Counter("gateway_rate_limit_events",
+                                         "Rate limiting: requests refused over a limit (limited), and requests "
+                                         "decided while Redis was unreachable (redis_down_allowed, _refused, _local).",
+                                         ["service", "event"], registry=r)
+        for name, service in settings.services.items():
+            if service.rate_limit is not None:
+                for event in RATE_LIMIT_EVENTS:
+                    self.rate_limit_events.labels(name, event)
         for name in settings.services:
             self.breaker_rejects.labels(name)
             for outcome in OUTCOMES:
@@ -167,6 +177,10 @@ class Metrics:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
             calls, self._pending_calls = self._pending_calls, {}
+            limits, self._pending_limits = self._pending_limits, {}
+        for (service, event), count in limits.items():
+            self.rate_limit_events.labels(self._service(service), event if event in RATE_LIMIT_EVENTS
+                                          else "other").inc(count)
         for key, sums in pending.items():
             children = self._children.get(key)
             if children is None:
@@ -213,6 +227,12 @@ class Metrics:
         key = (service, outcome)
         with self._pending_lock:
             self._pending_calls[key] = self._pending_calls.get(key, 0) + 1
+
+    def rate_limit_event(self, service: str, event: str) -> None:
+        """Count a rate limiting event (written by :meth:`flush`)."""
+        key = (service, event)
+        with self._pending_lock:
+            self._pending_limits[key] = self._pending_limits.get(key, 0) + 1
 
     def publish_breaker_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Set the state gauge from breaker snapshots (``{service: {"state": ...}}``)."""

@@ -53,6 +53,7 @@ FLUSH_INTERVAL = 0.5
 CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "STALE": "stale", "REVALIDATED": "revalidated", "BYPASS": "bypass"}
 CACHE_EVENTS = {"coalesced": "coalesced", "upstream_call": "upstream"}
 STATE_RANK = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+RATE_LIMIT_FAMILY = "rl/"  # cumulative counters "rl/<service>|<event>": a breaker reset leaves them alone
 
 
 class GatewayStats:
@@ -142,6 +143,15 @@ class GatewayStats:
             self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.cache_event(event)
+
+    def record_rate_limit(self, service: str, event: str) -> None:
+        """Count a rate limiting event: ``limited`` (a 429) or ``redis_down_allowed``/``_refused``/``_local``."""
+        key = f"{RATE_LIMIT_FAMILY}{service}|{event}"
+        with self._lock:
+            self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
+        self._ensure_flusher()
+        if self.metrics is not None:
+            self.metrics.rate_limit_event(service, event)
 
     def on_call(self, service: str, outcome: Any, latency_s: float) -> None:
         """Breaker listener: a protected call completed."""
@@ -394,6 +404,30 @@ class GatewayStats:
             entry = breaker_report(w, service_fields(cumulative, name), window)
             entry.update(self._state_of(name, registry, others, now))
             services[name] = entry
+        return {"services": services}
+
+    def rate_limit_stats(self) -> dict[str, Any]:
+        """``/stats/rate-limits``: each rate-limited service's settings and its events since start."""
+        self.flush()
+        others = self._files.others() if self._redis is None else []
+        cumulative = self._cumulative(others, self._redis is not None)
+        services: dict[str, Any] = {}
+        for name, service in self.settings.services.items():
+            limit = service.rate_limit
+            if limit is None:
+                continue
+            counts = service_fields(cumulative, RATE_LIMIT_FAMILY + name)
+            services[name] = {
+                "key": f"header:{limit.header}" if limit.key == "header" else limit.key,
+                "limits": [x.text for x in limit.rule.limits],
+                "paths": {rule.path: [x.text for x in rule.limits] for rule in limit.paths},
+                "store": "redis" if self.link is not None else "memory (per worker)",
+                "redis_down": limit.redis_down,
+                "limited": counts.get("limited", 0),
+                "redis_down_allowed": counts.get("redis_down_allowed", 0),
+                "redis_down_refused": counts.get("redis_down_refused", 0),
+                "redis_down_local": counts.get("redis_down_local", 0),
+            }
         return {"services": services}
 
     def _cumulative(self, others: list[dict[str, Any]], from_redis: bool) -> Counts:

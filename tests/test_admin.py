@@ -90,8 +90,24 @@ def test_services_listing(app: Flask) -> None:
         "breaker": {"error_threshold": 50.0, "volume_threshold": 3, "reset_timeout": 30.0, "rolling_window": 10.0,
                     "state": "CLOSED"},
         "health_check": {"path": "/health", "interval_s": None, "timeout_s": None, "expected_status": ["2xx"]},
+        "rate_limit": None, "cors": None,
     }
     assert listing["gateway"]["redis"] is None
+
+
+def test_services_listing_shows_rate_limit_and_cors() -> None:
+    from gateway.inventory import describe_services
+
+    settings = load_settings({}, {"services": {"order-service": {
+        "rate_limit": {"key": "header:X-Api-Key", "limits": ["1000/h", "10/s"], "paths": {"/orders/search": "2/s"},
+                       "redis_down": "closed"},
+        "cors": {"origins": ["https://app.example.com", "https://*.example.org"], "max_age": 60}}}})
+    orders = next(s for s in describe_services(settings)["services"] if s["name"] == "order-service")
+    assert orders["rate_limit"] == {"key": "header:X-Api-Key", "limits": ["10/s", "1000/h"],
+                                    "paths": {"/orders/search": ["2/s"]}, "redis_down": "closed"}
+    assert orders["cors"] == {"origins": ["https://app.example.com", "https://*.example.org"],
+                              "methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "headers": [],
+                              "expose_headers": [], "credentials": False, "max_age": 60}
 
 
 def test_services_listing_redacts_secrets() -> None:

@@ -148,8 +148,8 @@ def test_dashboard_is_self_contained(tmp_path: Path) -> None:
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
 
 
-PROTECTED = ("/health/services", "/stats/circuit-breakers", "/stats/cache", "/stats/history", "/metrics",
-             "/dashboard")
+PROTECTED = ("/health/services", "/stats/circuit-breakers", "/stats/cache", "/stats/history", "/stats/rate-limits",
+             "/metrics", "/dashboard")
 
 
 @pytest.mark.parametrize("path", PROTECTED)
