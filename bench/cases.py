@@ -14,6 +14,9 @@ from bench.servers import Server
 HIT_PATH = "/orders/123"  # strip_prefix: the upstream sees /123
 NOCACHE_PREFIX = "/nocache"  # the bench-nocache service: same upstream, caching off
 TTL_PREFIX = "/ttl"  # the bench-ttl service: same upstream, 1 s TTL
+LIMITED_PREFIX = "/limited"  # the bench-limited service: same upstream, rate limiting on (never reached)
+LIMITS = ("1000000/s", "100000000/h")
+LIMITER_COST_TARGET = 0.90  # rate limiting on may cost at most 10 % of the hit throughput
 MISS_PREFIX = "/orders/miss-"  # + a new suffix per request (wrk.unique_script)
 PEER_TARGET = 1.0  # the gateway against the seed's Node design, where both do the same work
 SLOW_QUERY = "delay_ms=200"
@@ -133,6 +136,24 @@ def cache_hit_throughput(bench: Bench, gateway: Server, mode: str) -> list[Row]:
                 cell, "≥ 1.0× seed" if beat is not None else "≥ 0.65× bare",
                 beat if beat is not None else ratio >= 0.65, problems,
                 {"runs": raw(results), "x_cache": warm.headers.get("x-cache")})]
+
+
+def rate_limited_hits(bench: Bench, gateway: Server, mode: str) -> list[Row]:
+    """Case 9: cache hits with rate limiting on (two limits, never reached) against hits without it."""
+    limited = f"{LIMITED_PREFIX}/123"
+    warm = client.call(gateway.port, "GET", limited)
+    results = bench.alternate("9", {"unlimited": gateway.url + HIT_PATH, "gateway": gateway.url + limited}, 64)
+    g, u = median([r.rps for r in results["gateway"]]), median([r.rps for r in results["unlimited"]])
+    ratio = g / u if u else 0.0
+    problems = check_answer(warm, 200, f"GET {limited}")
+    if warm.status == 200 and "ratelimit" not in warm.headers:
+        problems.append(f"GET {limited} carried no RateLimit header: is rate limiting on?")
+    problems += [p for label in results for p in problems_of(label, results[label])]
+    bench.gateway_requests += sum(r.requests for r in results["unlimited"])
+    return [Row("9", f"cache hit with rate limiting ({', '.join(LIMITS)}), 64 conns", mode, "req/s", fmt_rps(g),
+                f"no limit {fmt_rps(u)}", f"{ratio:.2f}× without", "", f"≥ {LIMITER_COST_TARGET:.2f}× without",
+                ratio >= LIMITER_COST_TARGET, problems,
+                {"runs": raw(results), "ratelimit": warm.headers.get("ratelimit")})]
 
 
 def cache_miss_throughput(bench: Bench, gateway: Server, mode: str) -> list[Row]:

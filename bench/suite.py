@@ -30,9 +30,10 @@ CASES: dict[str, tuple[list[Case], bool]] = {
     "6": ([cases_cache.stampede], True),
     "7": ([cases_cache.ttl_pattern, cases_cache.zipf_keys], True),
     "8": ([cases.hit_soak], True),
+    "9": ([cases.rate_limited_hits], True),
 }
 # The open-circuit case runs last: a forced state that some worker fails to drop must not spoil the others.
-RUN_ORDER = ("1", "2", "8", "3", "5", "6", "7", "4")
+RUN_ORDER = ("1", "9", "2", "8", "3", "5", "6", "7", "4")
 WORKERS = 2
 ADMIN_TOKEN = "bench-admin-token"
 REQUEST_LOG = "INFO JSON lines to a file"
@@ -58,11 +59,14 @@ def say(message: str) -> None:
 
 
 def gateway_config(work_dir: Path, upstream_url: str) -> Path:
-    """Write the GATEWAY_CONFIG that adds an uncached route and a 1 s TTL route on the upstream."""
+    """Write the GATEWAY_CONFIG that adds an uncached route, a 1 s TTL route and a rate-limited route."""
     path = work_dir / "gateway-config.json"
     services = {
         "bench-nocache": {"prefix": cases.NOCACHE_PREFIX, "url": upstream_url, "cache": False},
         "bench-ttl": {"prefix": cases.TTL_PREFIX, "url": upstream_url, "cache_ttl": cases_cache.TTL_S},
+        # Limits wrk never reaches: what the limiter costs a cache hit, not what it refuses.
+        "bench-limited": {"prefix": cases.LIMITED_PREFIX, "url": upstream_url,
+                          "rate_limit": {"key": "ip", "limits": list(cases.LIMITS)}},
     }
     path.write_text(json.dumps({"services": services}))
     return path
