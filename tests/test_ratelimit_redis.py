@@ -77,3 +77,80 @@ def test_redis_down_fails_open_closed_or_local_as_configured(redis_server: Any, 
     assert ("order-service", "redis_down_refused") in events.seen
     assert events.seen.count(("order-service", "redis_down_local")) == 2
     assert ("order-service", "limited") in events.seen
+
+
+def evalsha_calls(watcher: Any) -> int:
+    return int(watcher.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_client_far_from_its_limits_is_counted_here_and_synced(redis_server_session: Any,
+                                                                  links: list[RedisLink]) -> None:
+    from gateway.clock import FakeClock
+
+    prefix = f"rl{next(_prefixes)}-{time.monotonic_ns()}:"
+    clock = FakeClock()
+    first = RateLimiter(link_to(redis_server_session, links, prefix), clock=clock, sync_seconds=0)
+    second = RateLimiter(link_to(redis_server_session, links, prefix), clock=clock, sync_seconds=0)
+    service = limited({"limits": ["1000/m"]})  # headroom: max(20, 10 %) = 100 requests
+    watcher = redis_server_session.client()
+    first.check(call(service))  # decided in Redis (loads the script too)
+    before = evalsha_calls(watcher)
+    for _ in range(499):
+        first.check(call(service))
+    assert evalsha_calls(watcher) == before  # far from the limit: counted in this worker
+    assert dict(first.check(call(service)))["RateLimit"].startswith('"per-minute";r=499;t=')
+    first.sync()  # one call adds the 500 counted here
+    assert evalsha_calls(watcher) == before + 1
+    # The other instance sees them: 501 of 1000 spent, about 30 s to a whole quota again.
+    state = dict(second.check(call(service)))["RateLimit"]
+    assert state.startswith('"per-minute";r=498;t=') and 30 <= int(state.rsplit("=", 1)[1]) <= 31
+
+
+def test_near_a_limit_every_request_is_decided_in_redis(redis_server_session: Any, links: list[RedisLink]) -> None:
+    from gateway.clock import FakeClock
+
+    prefix = f"rl{next(_prefixes)}-{time.monotonic_ns()}:"
+    clock = FakeClock()
+    first = RateLimiter(link_to(redis_server_session, links, prefix), clock=clock, sync_seconds=0)
+    second = RateLimiter(link_to(redis_server_session, links, prefix), clock=clock, sync_seconds=0)
+    service = limited({"limits": ["300/m"]})  # headroom 30
+    watcher = redis_server_session.client()
+    first.check(call(service))
+    for _ in range(269):  # 30 left: no more than the headroom
+        first.check(call(service))
+    first.sync()
+    before = evalsha_calls(watcher)
+    for _ in range(15):
+        second.check(call(service))
+        first.check(call(service))
+    assert evalsha_calls(watcher) - before == 30  # within the headroom: one script call a request
+    with pytest.raises(RateLimited):
+        first.check(call(service))  # exactly 300 passed, counted across both
+    with pytest.raises(RateLimited):
+        second.check(call(service))
+
+
+def test_a_small_limit_is_never_counted_locally(redis_server_session: Any, links: list[RedisLink]) -> None:
+    prefix = f"rl{next(_prefixes)}-{time.monotonic_ns()}:"
+    limiter = RateLimiter(link_to(redis_server_session, links, prefix), sync_seconds=0)
+    service = limited({"limits": ["10/s"]})  # quota under the headroom floor: always in Redis
+    watcher = redis_server_session.client()
+    limiter.check(call(service))
+    before = evalsha_calls(watcher)
+    for _ in range(5):
+        limiter.check(call(service))
+    assert evalsha_calls(watcher) - before == 5
+
+
+def test_a_sync_that_fails_forgets_the_view(redis_server: Any, links: list[RedisLink]) -> None:
+    from gateway.clock import FakeClock
+
+    clock = FakeClock()
+    limiter = RateLimiter(link_to(redis_server, links, f"rl{next(_prefixes)}:"), clock=clock, sync_seconds=0)
+    service = limited({"limits": ["1000/m"]})
+    limiter.check(call(service))
+    limiter.check(call(service))
+    redis_server.kill()
+    limiter.sync()
+    assert not limiter._views  # the next request asks Redis (and meets its redis_down rule)
+    assert limiter.check(call(service)) == []  # redis_down open: let through without headers
