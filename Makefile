@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak bench lint setup clean
+.PHONY: run test soak bench conformance lint setup clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ soak: $(STAMP)
 ## bench: wrk benchmarks; starts redis, an upstream, baselines and the gateway itself (prints the table)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## conformance: the public HTTP caching test suite through the gateway, per store (needs node; not part of make test)
+conformance: $(STAMP)
+	$(BIN)/python -m bench.conformance
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
