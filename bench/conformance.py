@@ -2,8 +2,8 @@
 
 Copies the suite (``CACHE_TESTS_DIR``, default ``../shared/conformance/cache-tests`` beside the
 checkout) to a temporary folder and installs its dependencies there, then starts on free loopback
-ports the suite's origin server, a throwaway redis-server and the gateway (gunicorn, 2 workers) with
-one extra service, ``/cache-tests``, pointing at the origin. The suite's client runs through the
+ports the suite's origin server, a throwaway redis-server and the gateway (gunicorn) with one extra
+service, ``/cache-tests``, pointing at the origin. The suite's client runs through the
 gateway once per store (embedded memory, Redis); the figures are printed beside the published
 results of other caches, with every failing test and its reason. The raw results go to
 ``bench/results/conformance-<store>.json``.
@@ -69,16 +69,22 @@ def origin_server(suite: Path, log_dir: Path) -> Server:
 
 
 def gateway_server(store: str, log_dir: Path, origin_url: str, redis_url: str | None) -> Server:
-    """The gateway under gunicorn with 2 workers and the suite's service added by ``GATEWAY_CONFIG``."""
+    """The gateway under gunicorn with the suite's service added by ``GATEWAY_CONFIG``.
+
+    With Redis: 2 workers sharing the cache. Without: the gateway's default of one worker, since the
+    embedded store is per worker (with two, a test's second request may meet a worker that never saw
+    its first).
+    """
+    workers = 2 if redis_url else 1
     config = log_dir / f"gateway-{store}.json"
     config.write_text(json.dumps({"services": {"cache-tests": {**SERVICE, "url": origin_url}}}))
     port = free_port()
     run_dir = log_dir / f"{store}-run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"GATEWAY_CONFIG": str(config), "CACHE_STALE_GRACE": "0"}
+    extra = {"GATEWAY_CONFIG": str(config)}
     if redis_url:
         extra["REDIS_URL"] = redis_url
-    env = gateway_env(port, "http://127.0.0.1:9", run_dir, 2, extra)
+    env = gateway_env(port, "http://127.0.0.1:9", run_dir, workers, extra)
     return Server(f"gateway-{store}", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                   env, log_dir, port)
 

@@ -29,6 +29,7 @@ from gateway.redis_link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.cache")
 
+REVALIDATE_KEEP_S = 300.0  # an expired entry with a validator is kept this long to be revalidated (a 304)
 DECODED_MAX = 256  # decoded entries remembered per worker
 DECODED_MAX_BYTES = 16 * 1024  # larger values are decoded each time (hashing them would cost more)
 
@@ -191,11 +192,11 @@ class ResponseCache:
         remaining = entry.lifetime - policy.initial_age(entry.headers, entry.request_time, entry.response_time)
         extra = max(self.settings.cache_stale_grace, policy.seconds(cc, "stale-if-error") or 0.0,
                     policy.seconds(cc, "stale-while-revalidate") or 0.0)
+        if policy.has_validator(entry.headers):
+            extra = max(extra, REVALIDATE_KEEP_S)  # kept so a later request revalidates instead of refetching
         ttl = max(0.0, remaining) + extra
         if ttl <= 0:
-            if not policy.has_validator(entry.headers):
-                return False
-            ttl = 1.0  # kept briefly so the next request can revalidate instead of refetching
+            return False
         return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl))
 
     def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:

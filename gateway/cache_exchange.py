@@ -28,6 +28,8 @@ log = logging.getLogger("gateway.cache")
 
 POLL_SECONDS = 0.02  # how often a waiter in another process looks for the leader's stored response
 STALE_ON = (CircuitOpen, BadGateway, GatewayTimeout)
+# Stored headers a hit does not serve: Age is recomputed; the field targeted at the gateway stays here.
+_NOT_SERVED = frozenset({"age", policy.GATEWAY_TARGETED.lower()})
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"})
 
 
@@ -128,16 +130,36 @@ class CachedExchange(Exchange):
     # -- answers --------------------------------------------------------------------------------
 
     def answer(self, entry: Entry, label: str, now: float, *, conditional: bool = True) -> ProxyResponse:
-        """Build the client's answer from a stored entry (a 304 when its own conditional matches)."""
-        headers = [(k, v) for k, v in entry.headers if k.lower() != "age"]
+        """Build the client's answer from a stored entry: its headers as stored (``Date`` included) with
+        a new ``Age``; a 304 when the client's own conditional matches; a 206 for one byte range."""
+        headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_SERVED]
         headers += self._heuristic_header(entry)
         headers.append(("Age", str(int(entry.age(now)))))
         source = self.cache.store.source
         if conditional and entry.status == 200 and policy.not_modified(self.call.headers, entry.headers):
             kept = [(k, v) for k, v in headers if k.lower() in policy.NOT_MODIFIED_HEADERS or k.lower() == "age"]
             return ProxyResponse(status=304, headers=kept, body=b"", cache=label, cache_source=source)
+        if self.method == "GET" and entry.status == 200 and header_values(self.call.headers, "Range"):
+            partial = self._partial(entry, headers, label, source)
+            if partial is not None:
+                return partial
         body = entry.body if self.method == "GET" else b""
         return ProxyResponse(status=entry.status, headers=headers, body=body, cache=label, cache_source=source)
+
+    def _partial(self, entry: Entry, headers: Headers, label: str, source: str) -> ProxyResponse | None:
+        """A 206 (or 416) cut from a complete stored body for a single-range GET; None: answer it whole."""
+        length = len(entry.body)
+        wanted = policy.byte_range(self.call.headers, entry.headers, length)
+        if wanted is None:
+            return None
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-range")]
+        if isinstance(wanted, str):  # unsatisfiable
+            headers.append(("Content-Range", f"bytes */{length}"))
+            return ProxyResponse(status=416, headers=headers, body=b"", cache=label, cache_source=source)
+        first, last = wanted
+        headers.append(("Content-Range", f"bytes {first}-{last}/{length}"))
+        return ProxyResponse(status=206, headers=headers, body=entry.body[first:last + 1], cache=label,
+                             cache_source=source)
 
     @staticmethod
     def _heuristic_header(entry: Entry) -> Headers:
@@ -187,7 +209,7 @@ class CachedExchange(Exchange):
                 self._release_lead()
                 return stale
         reason = policy.not_storable_reason(self.method, self.call.headers, upstream.status, upstream.headers,
-                                            self.call.service.cache_ttl)
+                                            self.call.service.cache_ttl, self.cache.clock())
         if reason is not None:
             self._release_lead()
             return super().on_response(upstream, done)
@@ -205,7 +227,7 @@ class CachedExchange(Exchange):
             [("Age", v) for v in header_values(upstream.headers, "Age")]
         if header_value(upstream.headers, "Date") is None:
             headers = [(k, v) for k, v in headers if k.lower() != "date"] + [("Date", formatdate(now, usegmt=True))]
-        lifetime = policy.freshness_lifetime(entry.status, headers, self.call.service.cache_ttl)
+        lifetime = policy.freshness_lifetime(entry.status, headers, self.call.service.cache_ttl, now)
         entry = dataclasses.replace(entry, headers=headers, request_time=now - upstream.elapsed,
                                     response_time=now, lifetime=lifetime[0] if lifetime else 0.0,
                                     heuristic=lifetime[1] if lifetime else False)
@@ -232,35 +254,38 @@ class CachedExchange(Exchange):
                 if size > limit:
                     self._release_lead()
                     rest = dataclasses.replace(upstream, chunks=itertools.chain(parts, chunks))
-                    return ProxyResponse(status=upstream.status, headers=list(upstream.headers),
+                    return ProxyResponse(status=upstream.status, headers=policy.downstream_headers(upstream.headers),
                                          body=BodyStream(rest, done), cache="BYPASS", upstream_ms=upstream_ms)
         except UpstreamError as error:
             upstream.discard()
             done(False)
             self._release_lead()
-            return ProxyResponse(status=upstream.status, headers=list(upstream.headers),
+            return ProxyResponse(status=upstream.status, headers=policy.downstream_headers(upstream.headers),
                                  body=_aborted(parts, error), cache="BYPASS", upstream_ms=upstream_ms)
         upstream.release()
         done(True)
         now = self.cache.clock()
-        lifetime, heuristic = policy.freshness_lifetime(upstream.status, upstream.headers,
-                                                        self.call.service.cache_ttl) or (0.0, False)
+        stored = list(upstream.headers)
+        if header_value(stored, "Date") is None:
+            stored.append(("Date", formatdate(now, usegmt=True)))  # RFC 9110 §6.6.1: record when it arrived
+        lifetime, heuristic = policy.freshness_lifetime(upstream.status, stored,
+                                                        self.call.service.cache_ttl, now) or (0.0, False)
         names = policy.vary_names(upstream.headers)
-        entry = Entry(status=upstream.status, headers=list(upstream.headers), body=b"".join(parts),
+        entry = Entry(status=upstream.status, headers=stored, body=b"".join(parts),
                       request_time=now - upstream.elapsed, response_time=now, lifetime=lifetime,
                       heuristic=heuristic, credential_keyed=False, vary_names=names,
                       vary_values=policy.vary_values(self.call.headers, names))
         key = self.cache.key_to_store(self.call, entry)
         try:
-            stored = self.cache.save(self.call, key, entry)
+            saved = self.cache.save(self.call, key, entry)
         except StoreUnavailable:
             log.debug("could not store the response")
-            stored = False
+            saved = False
         self._release_lead()
-        headers = list(upstream.headers) + self._heuristic_header(entry)
+        headers = policy.downstream_headers(entry.headers) + self._heuristic_header(entry)
         return ProxyResponse(status=upstream.status, headers=headers, body=entry.body,
-                             cache="MISS" if stored else "BYPASS",
-                             cache_source=self.cache.store.source if stored else None, upstream_ms=upstream_ms)
+                             cache="MISS" if saved else "BYPASS",
+                             cache_source=self.cache.store.source if saved else None, upstream_ms=upstream_ms)
 
     # -- cleanup --------------------------------------------------------------------------------
 
