@@ -249,23 +249,25 @@ def freshness_lifetime(status: int, headers: Headers, heuristic_ttl: float,
                        received: float | None = None) -> tuple[float, bool] | None:
     """Return ``(lifetime, heuristic)`` for a response, or None when it may not be stored for lack of freshness.
 
-    Explicit freshness applies to any status. Without it: a heuristically cacheable status with a
-    ``Last-Modified`` lives a tenth of the time since then (at most a day); failing that, the
-    gateway's TTL applies to the statuses in ``TTL_STATUSES`` (``heuristic`` True only then).
+    Explicit freshness applies to any status. Without it: a heuristically cacheable status (any
+    final one with ``public``) with a ``Last-Modified`` lives a tenth of the time since then (at
+    most a day); failing that, the gateway's TTL applies to the statuses in ``TTL_STATUSES``
+    (``heuristic`` True only then).
     """
     cc, targeted = response_cache_control(headers)
     explicit = explicit_lifetime(headers, cc, targeted, received)
     if explicit is not None:
         return explicit, False
-    if status in HEURISTIC_STATUSES:
+    # ``public`` makes heuristic freshness apply to any final status (RFC 9111 §4.2.2).
+    if status in HEURISTIC_STATUSES or ("public" in cc and 200 <= status <= 599):
         modified = single_date(headers, "Last-Modified", received)
         date = single_date(headers, "Date", received)
         if date is None:
             date = received
         if modified is not None and date is not None and date > modified:
             return min(HEURISTIC_MAX_S, (date - modified) * HEURISTIC_FRACTION), False
-    if status in TTL_STATUSES and heuristic_ttl > 0:
-        return heuristic_ttl, True
+    if status in TTL_STATUSES:
+        return heuristic_ttl, True  # 0 when the service's TTL is off: stored only to be revalidated
     return None
 
 

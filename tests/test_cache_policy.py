@@ -61,6 +61,9 @@ def test_parse_cache_control(lines: list[str], expected: dict) -> None:
     (201, h("Date: " + DATE, "Last-Modified: " + formatdate(T0 - 1000, usegmt=True)), None),
     (503, h("Date: " + DATE, "Last-Modified: " + formatdate(T0 - 1000, usegmt=True)), None),
     (599, h("Date: " + DATE, "Last-Modified: " + formatdate(T0 - 1000, usegmt=True)), None),
+    (599, h("Date: " + DATE, "Last-Modified: " + formatdate(T0 - 1000, usegmt=True), "Cache-Control: public"),
+     (100.0, False)),                                                    # public: any final status
+    (200, h("Cache-Control: no-cache", 'ETag: "a"'), (300.0, True)),
     (200, h("Date: " + DATE, "Last-Modified: " + formatdate(T0 + 10, usegmt=True)), (300.0, True)),  # future: TTL
     # targeted fields (RFC 9213): first valid one wins; Cache-Control and Expires then ignored
     (200, h("Cache-Control: max-age=1", "CDN-Cache-Control: max-age=3600"), (3600.0, False)),
@@ -199,6 +202,14 @@ def test_not_storable_reason(method: str, req: list, status: int, resp: list, re
 
 def test_zero_heuristic_ttl_stores_nothing() -> None:
     assert policy.not_storable_reason("GET", [], 200, [], 0.0) == "no-freshness"
+
+
+@pytest.mark.parametrize("resp", [
+    h("Cache-Control: no-cache"), h('ETag: "a"'), h("Cache-Control: no-cache", 'ETag: "a"'),
+])
+def test_zero_heuristic_ttl_still_stores_what_can_be_revalidated(resp: list) -> None:
+    assert policy.not_storable_reason("GET", [], 200, resp, 0.0) is None
+    assert policy.freshness_lifetime(200, resp, 0.0) == (0.0, True)
 
 
 @pytest.mark.parametrize("req, resp, age, lifetime, expected", [
