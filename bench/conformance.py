@@ -68,14 +68,15 @@ def origin_server(suite: Path, log_dir: Path) -> Server:
     return server
 
 
-def gateway_server(store: str, log_dir: Path, origin_url: str, redis_url: str | None) -> Server:
+def gateway_server(store: str, log_dir: Path, origin_url: str, redis_url: str | None,
+                   workers: int | None = None) -> Server:
     """The gateway under gunicorn with the suite's service added by ``GATEWAY_CONFIG``.
 
     With Redis: 2 workers sharing the cache. Without: the gateway's default of one worker, since the
     embedded store is per worker (with two, a test's second request may meet a worker that never saw
     its first).
     """
-    workers = 2 if redis_url else 1
+    workers = workers or (2 if redis_url else 1)
     config = log_dir / f"gateway-{store}.json"
     config.write_text(json.dumps({"services": {"cache-tests": {**SERVICE, "url": origin_url}}}))
     port = free_port()
@@ -110,16 +111,16 @@ def tally(suite: Path, *files: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def services(store: str, suite: Path, log_dir: Path) -> Iterator[Server]:
+def services(store: str, suite: Path, log_dir: Path, workers: int | None = None) -> Iterator[Server]:
     """The origin, Redis when the store needs it, and the gateway, for one run."""
     with running(origin_server(suite, log_dir), None) as origin:
         if store == "redis":
             with running(redis_server(log_dir), None) as redis:
-                with running(gateway_server(store, log_dir, origin.url, redis.url.replace("http", "redis")),
-                             "/health") as gateway:
+                redis_url = redis.url.replace("http", "redis")
+                with running(gateway_server(store, log_dir, origin.url, redis_url, workers), "/health") as gateway:
                     yield gateway
         else:
-            with running(gateway_server(store, log_dir, origin.url, None), "/health") as gateway:
+            with running(gateway_server(store, log_dir, origin.url, None, workers), "/health") as gateway:
                 yield gateway
 
 
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the suite on each store and print the figures; non-zero only when something could not run."""
     parser = argparse.ArgumentParser(prog="python -m bench.conformance", description=__doc__.split("\n")[0])
     parser.add_argument("--store", choices=("memory", "redis", "both"), default="both")
+    parser.add_argument("--workers", type=int, help="gateway workers (default: 2 with Redis, 1 embedded)")
     parser.add_argument("--id", default="", help="run one test and print the suite's dump of it")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep-logs", action="store_true", help="copy the servers' logs to the results folder")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         suite = prepare_suite(source, work)
         files = []
         for store in stores:
-            with services(store, suite, work / "logs") as gateway:
+            with services(store, suite, work / "logs", args.workers) as gateway:
                 output = run_cli(suite, gateway.url + PREFIX, work / "logs" / f"cli-{store}.stderr.log", args.id)
             if args.keep_logs:
                 shutil.copytree(work / "logs", args.results_dir / f"conformance-{store}-logs", dirs_exist_ok=True)
