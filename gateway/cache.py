@@ -73,6 +73,11 @@ def invalidation_paths(call: ProxyCall, response_headers: Headers) -> list[str]:
     return sorted(paths)
 
 
+def partial_key(key: str) -> str:
+    """Where the partial (206) entries of a primary key are stored."""
+    return key + ":partial"
+
+
 class ResponseCache:
     """Decides, per request, whether the answer comes from the cache, and stores what may be reused."""
 
@@ -163,6 +168,30 @@ class ResponseCache:
             if best is not None:
                 return best, key
         return None
+
+    def find_partial(self, call: ProxyCall) -> tuple[Entry, str] | None:
+        """The newest stored partial (206) variant that matches the request, with its key (raises StoreUnavailable).
+
+        Partial entries live under their own keys, so a lookup for a whole answer never meets one.
+        """
+        for key, personal in self.keys_for(call):
+            found = self._newest(call, partial_key(key), personal)
+            if found is not None:
+                return found, partial_key(key)
+        return None
+
+    def _newest(self, call: ProxyCall, key: str, personal: bool) -> Entry | None:
+        best: Entry | None = None
+        credentials = policy.has_credentials(call.headers)
+        for blob in self.store.get_variants(key):
+            entry = self._decode(blob)
+            if entry is None or not entry.matches(call.headers):
+                continue
+            if credentials and not personal and "public" not in entry.cache_control:
+                continue
+            if best is None or entry.response_time > best.response_time:
+                best = entry
+        return best
 
     def _decode(self, blob: bytes) -> Entry | None:
         """``decode`` with a small memo: a hot entry's bytes are parsed and checked once, not on every hit."""

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from email.utils import formatdate
 
 from gateway import cache_policy as policy
+from gateway.cache import partial_key
 from gateway.cache_entry import Entry
 from gateway.errors import BadGateway, CircuitOpen, GatewayError, GatewayTimeout, OnlyIfCached, UpstreamError
 from gateway.exchange import BodyStream, Done, Exchange
@@ -30,6 +31,7 @@ POLL_SECONDS = 0.02  # how often a waiter in another process looks for the leade
 STALE_ON = (CircuitOpen, BadGateway, GatewayTimeout)
 # Stored headers a hit does not serve: Age is recomputed; the field targeted at the gateway stays here.
 _NOT_SERVED = frozenset({"age", policy.GATEWAY_TARGETED.lower()})
+_NOT_SERVED_PARTIAL = _NOT_SERVED | {"content-range", "content-length"}  # set anew for the bytes served
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"})
 
 
@@ -60,6 +62,8 @@ class CachedExchange(Exchange):
         found = self.cache.find(self.call)
         if found is not None and self._reuse(*found, allow_stale=True):
             return
+        if found is None and self._ranged and self._from_partial():
+            return
         if "only-if-cached" in self.req_cc:
             raise OnlyIfCached(service=self.call.service.name)
         if coalesce and self.method == "GET" and "no-cache" not in self.req_cc and "no-store" not in self.req_cc:
@@ -85,6 +89,35 @@ class CachedExchange(Exchange):
             return True
         self.stale, self.stale_key = entry, key
         return False
+
+    @property
+    def _ranged(self) -> bool:
+        return self.method == "GET" and bool(header_values(self.call.headers, "Range"))
+
+    def _from_partial(self) -> bool:
+        """Answer a single-range GET from a fresh stored 206 that holds every byte asked for."""
+        if any(name.lower() in CLIENT_CONDITIONALS for name, _ in self.call.headers):
+            return False  # conditions are left to the service (or a whole stored answer)
+        found = self.cache.find_partial(self.call)
+        if found is None:
+            return False
+        entry, _ = found
+        now = self.cache.clock()
+        stored = policy.content_range(entry.headers)
+        if stored is None or policy.reuse_state(self.req_cc, entry.cache_control, entry.age(now),
+                                                 entry.lifetime) != "fresh":
+            return False
+        first_held, last_held, length = stored
+        wanted = policy.byte_range(self.call.headers, entry.headers, length)
+        if not isinstance(wanted, tuple) or not first_held <= wanted[0] <= wanted[1] <= last_held:
+            return False
+        first, last = wanted
+        headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_SERVED_PARTIAL]
+        headers += [("Content-Range", f"bytes {first}-{last}/{length}"), ("Age", str(int(entry.age(now))))]
+        body = entry.body[first - first_held:last - first_held + 1]
+        self.response = ProxyResponse(status=206, headers=headers, body=body, cache="HIT",
+                                      cache_source=self.cache.store.source)
+        return True
 
     def _coalesce(self) -> None:
         """Let one request per key go upstream; others wait (at most the service timeout) for its stored answer."""
@@ -276,8 +309,13 @@ class CachedExchange(Exchange):
                       heuristic=heuristic, credential_keyed=False, vary_names=names,
                       vary_values=policy.vary_values(self.call.headers, names))
         key = self.cache.key_to_store(self.call, entry)
+        held = policy.content_range(entry.headers) if entry.status == 206 else None
+        if entry.status == 206:
+            key = partial_key(key)  # partial content never stands in for the whole answer
         try:
-            saved = self.cache.save(self.call, key, entry)
+            # A 206 is kept only when its body is exactly the range it claims.
+            saved = (held is None or len(entry.body) == held[1] - held[0] + 1) and \
+                self.cache.save(self.call, key, entry)
         except StoreUnavailable:
             log.debug("could not store the response")
             saved = False

@@ -302,13 +302,16 @@ def not_storable_reason(method: str, request_headers: Headers, status: int, head
                         heuristic_ttl: float, received: float | None = None) -> str | None:
     """Why a response may not be stored (None when it may); the "never stored" rules.
 
-    ``received`` is when the response arrived (stands in for a missing or invalid ``Date``).
+    ``received`` is when the response arrived (stands in for a missing or invalid ``Date``). A 206
+    may be stored (as a partial entry) only with one ``Content-Range`` of a known complete length.
     """
     if method != "GET":
         return "method"
     if any(header_values(request_headers, name) for name in OVERRIDE_HEADERS):
         return "override-header"
-    if status in (206, 304) or status < 200 or status > 599:
+    if status == 206 and content_range(headers) is None:
+        return "status"
+    if status == 304 or status < 200 or status > 599:
         return "status"
     req_cc = request_cache_control(request_headers)
     cc, _ = response_cache_control(headers)
@@ -501,3 +504,17 @@ def _if_range_matches(if_range: str, stored_headers: Headers) -> bool:
         return etag is not None and not if_range.startswith("W/") and etag.strip() == if_range
     modified = header_value(stored_headers, "Last-Modified")
     return modified is not None and http_date(if_range) is not None and http_date(if_range) == http_date(modified)
+
+
+def content_range(headers: Headers) -> tuple[int, int, int] | None:
+    """A 206's one ``Content-Range: bytes first-last/length`` as numbers; None for anything else."""
+    lines = header_values(headers, "Content-Range")
+    if len(lines) != 1:
+        return None
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", lines[0].strip())
+    if match is None:
+        return None
+    first, last, length = (int(group) for group in match.groups())
+    if not first <= last < length:
+        return None
+    return first, last, length

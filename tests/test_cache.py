@@ -250,6 +250,57 @@ def test_ranges_are_cut_from_a_stored_complete_answer(gw: Gateway, range_header:
     assert len(gw.upstream_calls) == 1
 
 
+def partial_reply(content_range: str = "bytes 4-9/10", body: bytes = b"456789") -> Reply:
+    return Reply(status=206, headers=[("Cache-Control", "max-age=60"), ("Content-Range", content_range),
+                                      ("Content-Length", str(len(body)))], chunks=[body])
+
+
+@pytest.mark.parametrize(("range_header", "body", "content_range"), [
+    ("bytes=4-9", b"456789", "bytes 4-9/10"),
+    ("bytes=6-8", b"678", "bytes 6-8/10"),
+    ("bytes=6-", b"6789", "bytes 6-9/10"),
+    ("bytes=-1", b"9", "bytes 9-9/10"),
+])
+def test_a_stored_partial_answer_serves_the_ranges_it_holds(gw: Gateway, range_header: str, body: bytes,
+                                                            content_range: str) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    first = gw.request(headers=[("Range", "bytes=-6")])
+    assert (first.cache, first.status, first.body) == ("MISS", 206, b"456789")
+    answer = gw.request(headers=[("Range", range_header)])
+    assert (answer.cache, answer.status, answer.body) == ("HIT", 206, body)
+    assert answer.header("Content-Range") == content_range and answer.header("Content-Length") is None
+    assert len(gw.upstream_calls) == 1
+
+
+@pytest.mark.parametrize("headers", [
+    [],                                           # the whole answer: never from a partial entry
+    [("Range", "bytes=0-4")],                     # bytes it does not hold
+    [("Range", "bytes=3-5")],
+    [("Range", "bytes=5-6"), ("If-None-Match", '"x"')],
+])
+def test_a_stored_partial_answer_never_stands_in_for_what_it_lacks(gw: Gateway, headers: list) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    gw.request(headers=[("Range", "bytes=-6")])
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60")], chunks=[b"0123456789"])
+    assert gw.request(headers=headers).cache != "HIT"
+    assert len(gw.upstream_calls) == 2
+
+
+def test_a_partial_answer_whose_body_is_not_its_range_is_not_stored(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: partial_reply(body=b"01234")  # claims 6 bytes, carries 5
+    assert gw.request(headers=[("Range", "bytes=-5")]).cache == "BYPASS"
+    assert gw.request(headers=[("Range", "bytes=-5")]).cache == "BYPASS"
+
+
+def test_a_write_drops_partial_entries_too(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    gw.request(headers=[("Range", "bytes=-6")])
+    gw.handler = lambda call, cond: Reply(status=204, chunks=[])
+    gw.request(method="DELETE")
+    gw.handler = lambda call, cond: partial_reply()
+    assert gw.request(headers=[("Range", "bytes=-6")]).cache == "MISS"
+
+
 def test_an_entry_with_a_validator_outlives_its_freshness_to_be_revalidated(make: Factory) -> None:
     gw = make(cache_stale_grace=0.0)
     gw.handler = lambda call, cond: Reply(status=304 if cond else 200,

@@ -164,7 +164,9 @@ COOKIE = h("Cookie: s=1")
     ("GET", [], 200, h("Vary: Accept, *"), "vary-star"),
     ("GET", [], 200, h("Vary: Accept"), None),
     ("GET", [], 200, h("Set-Cookie: a=1"), "set-cookie"),
-    ("GET", [], 206, h("Cache-Control: max-age=60"), "status"),
+    ("GET", [], 206, h("Cache-Control: max-age=60"), "status"),                 # no Content-Range
+    ("GET", [], 206, h("Cache-Control: max-age=60", "Content-Range: bytes 4-9/10"), None),  # a partial entry
+    ("GET", [], 206, h("Cache-Control: max-age=60", "Content-Range: bytes 4-9/*"), "status"),
     ("GET", [], 304, [], "status"),
     ("GET", [], 500, h("Cache-Control: max-age=60"), None),      # explicit freshness: any final status
     ("GET", [], 503, [], "no-freshness"),
@@ -328,6 +330,21 @@ def test_not_modified(req: list, stored: list, expected: bool) -> None:
 def test_byte_range(req: list, length: int, expected: object) -> None:
     stored = h('ETag: "v1"', "Last-Modified: " + DATE)
     assert policy.byte_range(req, stored, length) == expected
+
+
+@pytest.mark.parametrize("headers, expected", [
+    (h("Content-Range: bytes 4-9/10"), (4, 9, 10)),
+    (h("Content-Range: bytes 0-0/1"), (0, 0, 1)),
+    (h("Content-Range: bytes 4-9/*"), None),            # complete length unknown
+    (h("Content-Range: bytes 9-4/10"), None),
+    (h("Content-Range: bytes 4-10/10"), None),          # past the end
+    (h("Content-Range: bytes */10"), None),
+    (h("Content-Range: items 4-9/10"), None),
+    (h("Content-Range: bytes 0-1/10", "Content-Range: bytes 2-3/10"), None),
+    ([], None),
+])
+def test_content_range(headers: list, expected: tuple | None) -> None:
+    assert policy.content_range(headers) == expected
 
 
 def test_the_gateways_own_targeted_field_is_not_sent_downstream() -> None:
