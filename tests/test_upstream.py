@@ -186,9 +186,10 @@ def answers_first_then_drops(state: dict[str, int]) -> Handler:
     That is an origin that may well have acted on the request (it read the whole body) and then
     went away: the client cannot tell whether the request took effect.
     """
+    carried: dict[socket.socket, int] = {}  # holds every connection, so none is mistaken for a closed one
+
     def handler(conn: socket.socket, data: bytes) -> bool:
-        per_conn = state.setdefault(f"c{id(conn)}", 0) + 1
-        state[f"c{id(conn)}"] = per_conn
+        carried[conn] = per_conn = carried.get(conn, 0) + 1
         if per_conn > 1:
             state["dropped"] = state.get("dropped", 0) + 1
             return False
