@@ -10,7 +10,7 @@ are cooperative, so a pool of idle connections per service is all the concurrenc
 from __future__ import annotations
 
 import http.client
-import select
+import socket
 import ssl
 import time
 from collections import deque
@@ -52,15 +52,24 @@ class FinalResponse(http.client.HTTPResponse):
 
 
 def still_open(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle pooled connection can carry a request: not readable (no EOF, no stray bytes)."""
+    """Whether an idle pooled connection can carry a request: nothing to read (no EOF, no stray bytes).
+
+    Peeks without blocking on a duplicate of the descriptor: no limit on descriptor numbers (as
+    ``select`` has), nothing consumed, and the same for TLS connections (whose own ``recv`` takes
+    no flags), where readable bytes on an idle connection mean a close or garbage either way.
+    """
     sock = conn.sock
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as probe:
+            probe.setblocking(False)
+            probe.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True  # nothing waiting: open and idle
+    except OSError:
         return False
-    return not readable
+    return False  # end of stream, or bytes nobody asked for
 
 
 class ServicePool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -283,3 +284,25 @@ def test_interim_answers_are_read_past_to_the_final_one() -> None:
             assert not any(k.lower() == "link" for k, _ in response.headers)
             response.release()
         assert len(seen) == 2
+
+
+@pytest.mark.parametrize(("peer", "expected"), [
+    ("idle", True),
+    ("closed", False),
+    ("stray bytes", False),   # an answer nobody asked for: the connection is out of step
+])
+def test_still_open(peer: str, expected: bool) -> None:
+    ours, theirs = socket.socketpair()
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn.sock = ours
+    try:
+        if peer == "closed":
+            theirs.close()
+        elif peer == "stray bytes":
+            theirs.sendall(b"HTTP/1.1 200 OK\r\n")
+        assert still_open(conn) is expected
+        if peer == "stray bytes":
+            assert ours.recv(100) == b"HTTP/1.1 200 OK\r\n"  # peeked at, not consumed
+    finally:
+        ours.close()
+        theirs.close()
