@@ -10,7 +10,7 @@ are cooperative, so a pool of idle connections per service is all the concurrenc
 from __future__ import annotations
 
 import http.client
-import socket
+import select
 import ssl
 import time
 from collections import deque
@@ -52,24 +52,21 @@ class FinalResponse(http.client.HTTPResponse):
 
 
 def still_open(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle pooled connection can carry a request: nothing to read (no EOF, no stray bytes).
+    """Whether an idle pooled connection can carry a request: not readable (no EOF, no stray bytes).
 
-    Peeks without blocking on a duplicate of the descriptor: no limit on descriptor numbers (as
-    ``select`` has), nothing consumed, and the same for TLS connections (whose own ``recv`` takes
-    no flags), where readable bytes on an idle connection mean a close or garbage either way.
+    A descriptor ``select`` cannot watch (numbered past ``FD_SETSIZE``) is taken to be open: the
+    request then goes out on it, and a dead connection is met by the resend rule of ``send``.
     """
     sock = conn.sock
     if sock is None:
         return False
     try:
-        with socket.fromfd(sock.fileno(), sock.family, sock.type) as probe:
-            probe.setblocking(False)
-            probe.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return True  # nothing waiting: open and idle
+        readable, _, _ = select.select([sock], [], [], 0)
+    except ValueError:
+        return True
     except OSError:
         return False
-    return False  # end of stream, or bytes nobody asked for
+    return not readable
 
 
 class ServicePool:
