@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test soak bench lint setup clean
+.PHONY: run test soak bench conformance lint setup clean
 
 # The dev tools (pytest, mypy, ruff, playwright, ...) only for test, lint and bench; `make run` needs
 # the runtime requirements and honcho alone (requirements-run.txt).
@@ -37,6 +37,10 @@ soak: $(STAMP)
 ## bench: wrk benchmarks; starts redis, an upstream, baselines and the gateway itself (prints the table)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## conformance: the public HTTP caching test suite through the gateway, per store (needs node; not part of make test)
+conformance: $(STAMP)
+	$(BIN)/python -m bench.conformance
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

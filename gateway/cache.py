@@ -29,6 +29,7 @@ from gateway.redis_link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.cache")
 
+REVALIDATE_KEEP_S = 300.0  # an expired entry with a validator is kept this long to be revalidated (a 304)
 DECODED_MAX = 256  # decoded entries remembered per worker
 DECODED_MAX_BYTES = 16 * 1024  # larger values are decoded each time (hashing them would cost more)
 
@@ -70,6 +71,11 @@ def invalidation_paths(call: ProxyCall, response_headers: Headers) -> list[str]:
             if call.service.strip_prefix:
                 paths.add(prefix + target if target != "/" else prefix)
     return sorted(paths)
+
+
+def partial_key(key: str) -> str:
+    """Where the partial (206) entries of a primary key are stored."""
+    return key + ":partial"
 
 
 class ResponseCache:
@@ -172,6 +178,30 @@ class ResponseCache:
                 return best, key
         return None
 
+    def find_partial(self, call: ProxyCall) -> tuple[Entry, str] | None:
+        """The newest stored partial (206) variant that matches the request, with its key (raises StoreUnavailable).
+
+        Partial entries live under their own keys, so a lookup for a whole answer never meets one.
+        """
+        for key, personal in self.keys_for(call):
+            found = self._newest(call, partial_key(key), personal)
+            if found is not None:
+                return found, partial_key(key)
+        return None
+
+    def _newest(self, call: ProxyCall, key: str, personal: bool) -> Entry | None:
+        best: Entry | None = None
+        credentials = policy.has_credentials(call.headers)
+        for blob in self.store.get_variants(key):
+            entry = self._decode(blob)
+            if entry is None or not entry.matches(call.headers):
+                continue
+            if credentials and not personal and "public" not in entry.cache_control:
+                continue
+            if best is None or entry.response_time > best.response_time:
+                best = entry
+        return best
+
     def _decode(self, blob: bytes) -> Entry | None:
         """``decode`` with a small memo: a hot entry's bytes are parsed and checked once, not on every hit."""
         if len(blob) > DECODED_MAX_BYTES:
@@ -203,11 +233,11 @@ class ResponseCache:
         remaining = entry.lifetime - policy.initial_age(entry.headers, entry.request_time, entry.response_time)
         extra = max(self.settings.cache_stale_grace, policy.seconds(cc, "stale-if-error") or 0.0,
                     policy.seconds(cc, "stale-while-revalidate") or 0.0)
+        if policy.has_validator(entry.headers):
+            extra = max(extra, REVALIDATE_KEEP_S)  # kept so a later request revalidates instead of refetching
         ttl = max(0.0, remaining) + extra
         if ttl <= 0:
-            if not policy.has_validator(entry.headers):
-                return False
-            ttl = 1.0  # kept briefly so the next request can revalidate instead of refetching
+            return False
         return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl, release=release))
 
     def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:

@@ -37,8 +37,8 @@ class Entry:
     # dataclasses.replace), so what is derived from their headers is worked out once.
     @functools.cached_property
     def cache_control(self) -> policy.CacheControl:
-        """The stored response's Cache-Control directives (read-only)."""
-        return policy.parse_cache_control(self.headers)
+        """The stored response's directives (read-only): a targeted field's (RFC 9213), else Cache-Control's."""
+        return policy.response_cache_control(self.headers)[0]
 
     @functools.cached_property
     def initial_age(self) -> float:

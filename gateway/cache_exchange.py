@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from email.utils import formatdate
 
 from gateway import cache_policy as policy
+from gateway.cache import partial_key
 from gateway.cache_entry import Entry
 from gateway.errors import BadGateway, CircuitOpen, GatewayError, GatewayTimeout, OnlyIfCached, UpstreamError
 from gateway.exchange import BodyStream, Done, Exchange
@@ -28,6 +29,9 @@ log = logging.getLogger("gateway.cache")
 
 POLL_SECONDS = 0.02  # how often a waiter in another process looks for the leader's stored response
 STALE_ON = (CircuitOpen, BadGateway, GatewayTimeout)
+# Stored headers a hit does not serve: Age is recomputed; the field targeted at the gateway stays here.
+_NOT_SERVED = frozenset({"age", policy.GATEWAY_TARGETED.lower()})
+_NOT_SERVED_PARTIAL = _NOT_SERVED | {"content-range", "content-length"}  # set anew for the bytes served
 CLIENT_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"})
 
 
@@ -58,6 +62,8 @@ class CachedExchange(Exchange):
         found = self.cache.find(self.call)
         if found is not None and self._reuse(*found, allow_stale=True):
             return
+        if found is None and self._ranged and self._from_partial():
+            return
         if "only-if-cached" in self.req_cc:
             raise OnlyIfCached(service=self.call.service.name)
         if coalesce and self.method == "GET" and "no-cache" not in self.req_cc and "no-store" not in self.req_cc:
@@ -83,6 +89,35 @@ class CachedExchange(Exchange):
             return True
         self.stale, self.stale_key = entry, key
         return False
+
+    @property
+    def _ranged(self) -> bool:
+        return self.method == "GET" and bool(header_values(self.call.headers, "Range"))
+
+    def _from_partial(self) -> bool:
+        """Answer a single-range GET from a fresh stored 206 that holds every byte asked for."""
+        if any(name.lower() in CLIENT_CONDITIONALS for name, _ in self.call.headers):
+            return False  # conditions are left to the service (or a whole stored answer)
+        found = self.cache.find_partial(self.call)
+        if found is None:
+            return False
+        entry, _ = found
+        now = self.cache.clock()
+        stored = policy.content_range(entry.headers)
+        if stored is None or policy.reuse_state(self.req_cc, entry.cache_control, entry.age(now),
+                                                 entry.lifetime) != "fresh":
+            return False
+        first_held, last_held, length = stored
+        wanted = policy.byte_range(self.call.headers, entry.headers, length)
+        if not isinstance(wanted, tuple) or not first_held <= wanted[0] <= wanted[1] <= last_held:
+            return False
+        first, last = wanted
+        headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_SERVED_PARTIAL]
+        headers += [("Content-Range", f"bytes {first}-{last}/{length}"), ("Age", str(int(entry.age(now))))]
+        body = entry.body[first - first_held:last - first_held + 1]
+        self.response = ProxyResponse(status=206, headers=headers, body=body, cache="HIT",
+                                      cache_source=self.cache.store.source)
+        return True
 
     def _coalesce(self) -> None:
         """Let one request per key go upstream; others wait (at most the service timeout) for its stored answer."""
@@ -129,16 +164,36 @@ class CachedExchange(Exchange):
     # -- answers --------------------------------------------------------------------------------
 
     def answer(self, entry: Entry, label: str, now: float, *, conditional: bool = True) -> ProxyResponse:
-        """Build the client's answer from a stored entry (a 304 when its own conditional matches)."""
-        headers = [(k, v) for k, v in entry.headers if k.lower() != "age"]
+        """Build the client's answer from a stored entry: its headers as stored (``Date`` included) with
+        a new ``Age``; a 304 when the client's own conditional matches; a 206 for one byte range."""
+        headers = [(k, v) for k, v in entry.headers if k.lower() not in _NOT_SERVED]
         headers += self._heuristic_header(entry)
         headers.append(("Age", str(int(entry.age(now)))))
         source = self.cache.store.source
         if conditional and entry.status == 200 and policy.not_modified(self.call.headers, entry.headers):
             kept = [(k, v) for k, v in headers if k.lower() in policy.NOT_MODIFIED_HEADERS or k.lower() == "age"]
             return ProxyResponse(status=304, headers=kept, body=b"", cache=label, cache_source=source)
+        if self.method == "GET" and entry.status == 200 and header_values(self.call.headers, "Range"):
+            partial = self._partial(entry, headers, label, source)
+            if partial is not None:
+                return partial
         body = entry.body if self.method == "GET" else b""
         return ProxyResponse(status=entry.status, headers=headers, body=body, cache=label, cache_source=source)
+
+    def _partial(self, entry: Entry, headers: Headers, label: str, source: str) -> ProxyResponse | None:
+        """A 206 (or 416) cut from a complete stored body for a single-range GET; None: answer it whole."""
+        length = len(entry.body)
+        wanted = policy.byte_range(self.call.headers, entry.headers, length)
+        if wanted is None:
+            return None
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-range")]
+        if isinstance(wanted, str):  # unsatisfiable
+            headers.append(("Content-Range", f"bytes */{length}"))
+            return ProxyResponse(status=416, headers=headers, body=b"", cache=label, cache_source=source)
+        first, last = wanted
+        headers.append(("Content-Range", f"bytes {first}-{last}/{length}"))
+        return ProxyResponse(status=206, headers=headers, body=entry.body[first:last + 1], cache=label,
+                             cache_source=source)
 
     @staticmethod
     def _heuristic_header(entry: Entry) -> Headers:
@@ -188,7 +243,7 @@ class CachedExchange(Exchange):
                 self._release_lead()
                 return stale
         reason = policy.not_storable_reason(self.method, self.call.headers, upstream.status, upstream.headers,
-                                            self.call.service.cache_ttl)
+                                            self.call.service.cache_ttl, self.cache.clock())
         if reason is not None:
             self._release_lead()
             return super().on_response(upstream, done)
@@ -206,7 +261,7 @@ class CachedExchange(Exchange):
             [("Age", v) for v in header_values(upstream.headers, "Age")]
         if header_value(upstream.headers, "Date") is None:
             headers = [(k, v) for k, v in headers if k.lower() != "date"] + [("Date", formatdate(now, usegmt=True))]
-        lifetime = policy.freshness_lifetime(entry.status, headers, self.call.service.cache_ttl)
+        lifetime = policy.freshness_lifetime(entry.status, headers, self.call.service.cache_ttl, now)
         entry = dataclasses.replace(entry, headers=headers, request_time=now - upstream.elapsed,
                                     response_time=now, lifetime=lifetime[0] if lifetime else 0.0,
                                     heuristic=lifetime[1] if lifetime else False)
@@ -233,38 +288,46 @@ class CachedExchange(Exchange):
                 if size > limit:
                     self._release_lead()
                     rest = dataclasses.replace(upstream, chunks=itertools.chain(parts, chunks))
-                    return ProxyResponse(status=upstream.status, headers=list(upstream.headers),
+                    return ProxyResponse(status=upstream.status, headers=policy.downstream_headers(upstream.headers),
                                          body=BodyStream(rest, done), cache="BYPASS", upstream_ms=upstream_ms)
         except UpstreamError as error:
             upstream.discard()
             done(False)
             self._release_lead()
-            return ProxyResponse(status=upstream.status, headers=list(upstream.headers),
+            return ProxyResponse(status=upstream.status, headers=policy.downstream_headers(upstream.headers),
                                  body=_aborted(parts, error), cache="BYPASS", upstream_ms=upstream_ms)
         upstream.release()
         done(True)
         now = self.cache.clock()
-        lifetime, heuristic = policy.freshness_lifetime(upstream.status, upstream.headers,
-                                                        self.call.service.cache_ttl) or (0.0, False)
+        stored = list(upstream.headers)
+        if header_value(stored, "Date") is None:
+            stored.append(("Date", formatdate(now, usegmt=True)))  # RFC 9110 §6.6.1: record when it arrived
+        lifetime, heuristic = policy.freshness_lifetime(upstream.status, stored,
+                                                        self.call.service.cache_ttl, now) or (0.0, False)
         names = policy.vary_names(upstream.headers)
-        entry = Entry(status=upstream.status, headers=list(upstream.headers), body=b"".join(parts),
+        entry = Entry(status=upstream.status, headers=stored, body=b"".join(parts),
                       request_time=now - upstream.elapsed, response_time=now, lifetime=lifetime,
                       heuristic=heuristic, credential_keyed=False, vary_names=names,
                       vary_values=policy.vary_values(self.call.headers, names))
         key = self.cache.key_to_store(self.call, entry)
-        held = (self._lead, self._token) if self._lead is not None and self._token is not None else None
+        claimed = policy.content_range(entry.headers) if entry.status == 206 else None
+        if entry.status == 206:
+            key = partial_key(key)  # partial content never stands in for the whole answer
+        lock = (self._lead, self._token) if self._lead is not None and self._token is not None else None
         try:
-            stored = self.cache.save(self.call, key, entry, release=held)
+            # A 206 is kept only when its body is exactly the range it claims.
+            saved = (claimed is None or len(entry.body) == claimed[1] - claimed[0] + 1) and \
+                self.cache.save(self.call, key, entry, release=lock)
         except StoreUnavailable:
             log.debug("could not store the response")
-            stored = False
-        if stored:
+            saved = False
+        if saved:
             self._token = None  # released by the store call itself
         self._release_lead()
-        headers = list(upstream.headers) + self._heuristic_header(entry)
+        headers = policy.downstream_headers(entry.headers) + self._heuristic_header(entry)
         return ProxyResponse(status=upstream.status, headers=headers, body=entry.body,
-                             cache="MISS" if stored else "BYPASS",
-                             cache_source=self.cache.store.source if stored else None, upstream_ms=upstream_ms)
+                             cache="MISS" if saved else "BYPASS",
+                             cache_source=self.cache.store.source if saved else None, upstream_ms=upstream_ms)
 
     # -- cleanup --------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from gateway.cache_policy import downstream_headers
 from gateway.errors import GatewayError, UpstreamError
 from gateway.messages import Headers, ProxyCall, ProxyResponse, UpstreamResponse
 
@@ -89,7 +90,7 @@ class Exchange:
             done = outcome_told
         return ProxyResponse(
             status=upstream.status,
-            headers=list(upstream.headers),
+            headers=downstream_headers(upstream.headers),
             body=BodyStream(upstream, done),
             cache=self.cache_status,
             upstream_ms=upstream.elapsed * 1000.0,

@@ -10,6 +10,7 @@ are cooperative, so a pool of idle connections per service is all the concurrenc
 from __future__ import annotations
 
 import http.client
+import select
 import ssl
 import time
 from collections import deque
@@ -24,12 +25,49 @@ from gateway.redirects import ReverseMap
 
 CHUNK_SIZE = 64 * 1024
 MAX_IDLE_PER_SERVICE = 256
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Methods a repeat cannot change the origin's state with (RFC 9110 §9.2.1). PUT and DELETE are
+# idempotent, but the first attempt may already have changed the state, and an origin may count
+# or refuse a repeat (a second PUT that creates answers 409): they are not resent either.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
-# Failures of a pooled connection the server closed while it sat idle: safe to retry once on a
-# fresh connection when nothing of the response arrived.
+# Failures of a pooled connection the server closed just as the request went out. A safe request is
+# resent once on a new connection when nothing of the response arrived; any other is answered 502.
 STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                            ConnectionAbortedError)
+
+
+class FinalResponse(http.client.HTTPResponse):
+    """An ``HTTPResponse`` that reads past interim answers (102, 103, ...) to the final one.
+
+    ``http.client`` skips only ``100 Continue``; any other 1xx would be taken for the answer and the
+    real one left in the socket for the next call. Interim answers are not forwarded (WSGI has no
+    way to send them) and never stored; ``101`` is left alone (no upgrade is ever asked for).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not (100 < status < 200) or status == 101:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
+
+def still_open(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle pooled connection can carry a request: not readable (no EOF, no stray bytes).
+
+    A descriptor ``select`` cannot watch (numbered past ``FD_SETSIZE``) is taken to be open: the
+    request then goes out on it, and a dead connection is met by the resend rule of ``send``.
+    """
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except ValueError:
+        return True
+    except OSError:
+        return False
+    return not readable
 
 
 class ServicePool:
@@ -49,17 +87,25 @@ class ServicePool:
         self.reverse = ReverseMap(service)  # the answer's Location and cookie paths, back under the prefix
         self._idle: deque[http.client.HTTPConnection] = deque()
 
-    def acquire(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
-        """Return a connection and whether it was reused from the pool."""
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-                return conn, True
+    def acquire(self, timeout: float, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """Return a connection and whether it was reused from the pool (never, when ``fresh``).
+
+        An idle connection the service has closed (its keep-alive timeout ran out) is dropped here,
+        before anything is sent on it, so the request goes out once on a new connection instead.
+        """
+        while self._idle and not fresh:
+            idle = self._idle.pop()
+            if still_open(idle):
+                idle.sock.settimeout(timeout)
+                return idle, True
+            idle.close()
+        conn: http.client.HTTPConnection
         if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
-                                               context=self._ssl_context), False
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout), False
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn.response_class = FinalResponse
+        return conn, False
 
     def release(self, conn: http.client.HTTPConnection) -> None:
         """Keep ``conn`` for the next call, unless the pool is full or the connection is done."""
@@ -98,13 +144,14 @@ class UpstreamClient:
         target = pool.base_path + call.target
         started = time.monotonic()
         for attempt in (1, 2):
-            conn, reused = pool.acquire(timeout)
+            # The second attempt never takes another pooled connection: it may be just as dead.
+            conn, reused = pool.acquire(timeout, fresh=attempt == 2)
             try:
                 response = self._exchange(conn, pool, call.method, target, headers, call.body, started, timeout)
                 break
             except STALE_CONNECTION_ERRORS as exc:
                 conn.close()
-                if not (reused and attempt == 1 and call.method in IDEMPOTENT):
+                if not (reused and attempt == 1 and call.method in SAFE_METHODS):
                     raise BadGateway(f"{call.service.name} closed the connection: {exc.__class__.__name__}",
                                      service=call.service.name) from None
             except TimeoutError:

@@ -131,9 +131,13 @@ def test_heuristic_header_is_private_for_credential_keyed_entries(gw: Gateway) -
     Reply(headers=[("Set-Cookie", "a=1")]),
     Reply(status=206, headers=[("Cache-Control", "max-age=60")]),
     Reply(status=404),
-    Reply(status=503, headers=[("Cache-Control", "max-age=60")]),
+    Reply(status=503),
     Reply(headers=[("Content-Type", "text/event-stream")], chunks=[b"data: 1\n\n", b"data: 2\n\n"]),
-], ids=["no-store", "private", "vary-star", "set-cookie", "206", "404-no-freshness", "503", "sse"])
+    Reply(headers=[("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "no-store")]),
+    Reply(headers=[("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "private")]),
+    Reply(headers=[("Expires", "Thu, 18 Aug 2050 02:01:18 UTC")]),
+], ids=["no-store", "private", "vary-star", "set-cookie", "206", "404-no-freshness", "503-no-freshness", "sse",
+        "cdn-no-store", "cdn-private", "invalid-expires"])
 def test_never_stored(gw: Gateway, reply: Reply) -> None:
     gw.handler = lambda call, cond: reply
     first, second = gw.request(), gw.request()
@@ -141,9 +145,170 @@ def test_never_stored(gw: Gateway, reply: Reply) -> None:
     assert first.body == b"".join(reply.chunks) and len(gw.upstream_calls) == 2
 
 
-def test_explicit_freshness_stores_other_statuses(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(status=404, headers=[("Cache-Control", "max-age=5")])
+@pytest.mark.parametrize("status", [404, 500, 502, 503, 504, 599])
+def test_explicit_freshness_stores_other_statuses(gw: Gateway, status: int) -> None:
+    gw.handler = lambda call, cond: Reply(status=status, headers=[("Cache-Control", "max-age=5")])
+    results = [gw.request() for _ in range(2)]
+    assert [r.cache for r in results] == ["MISS", "HIT"] and results[1].status == status
+
+
+LAST_MODIFIED = "Tue, 14 Nov 2023 22:13:20 GMT"
+A_DAY_LATER = "Wed, 15 Nov 2023 22:13:20 GMT"  # as Date: a heuristic lifetime of 8640 s
+
+
+@pytest.mark.parametrize(("headers", "labels"), [
+    # reusable
+    ([("Cache-Control", "max-age=1"), ("CDN-Cache-Control", "max-age=3600")], ["MISS", "HIT"]),
+    ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=3600")], ["MISS", "HIT"]),
+    ([("Cache-Control", "max-age=3600, no-store, must-understand")], ["MISS", "HIT"]),
+    ([("Last-Modified", LAST_MODIFIED), ("Date", A_DAY_LATER)], ["MISS", "HIT"]),  # heuristic: a tenth of its age
+    ([("Expires", "Thu, 18 Aug 2050 02:01:18 GMT"), ("Date", "yesterday")], ["MISS", "HIT"]),
+    ([("Cache-Control", "max-age=3600"), ("Age", "0, 7200")], ["MISS", "HIT"]),
+    # not reusable: stale on arrival
+    ([("Cache-Control", "max-age=3600"), ("Age", "7200, 0"), ("ETag", '"a"')], ["MISS", "REVALIDATED"]),
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "max-age=0"), ("ETag", '"a"')],
+     ["MISS", "REVALIDATED"]),
+    ([("Cache-Control", "max-age=3600"), ("CDN-Cache-Control", "no-cache"), ("ETag", '"a"')],
+     ["MISS", "REVALIDATED"]),
+], ids=["cdn-longer", "cdn-over-no-store", "must-understand", "heuristic-lm", "invalid-date", "age-prefix",
+        "age-suffix", "cdn-max-age-0", "cdn-no-cache"])
+def test_freshness_rules_end_to_end(gw: Gateway, headers: list, labels: list) -> None:
+    gw.handler = lambda call, cond: Reply(status=304 if cond else 200, headers=list(headers))
+    assert [gw.request().cache for _ in labels] == labels
+
+
+@pytest.mark.parametrize("status", [204, 404, 405, 410, 414, 501])
+def test_last_modified_heuristic_covers_every_heuristically_cacheable_status(gw: Gateway, status: int) -> None:
+    gw.handler = lambda call, cond: Reply(status=status, headers=[("Last-Modified", LAST_MODIFIED),
+                                                                  ("Date", A_DAY_LATER)],
+                                          chunks=[] if status == 204 else [b"x"])
     assert [gw.request().cache for _ in range(2)] == ["MISS", "HIT"]
+    gw.clock.advance(8641)
+    assert gw.request().cache != "HIT"  # a tenth of the day between Last-Modified and Date
+
+
+def test_a_hit_carries_the_stored_date(gw: Gateway) -> None:
+    stored = "Wed, 01 Jan 2025 00:00:00 GMT"
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=600"), ("Date", stored)])
+    gw.request()
+    gw.clock.advance(30)
+    hit = gw.request()
+    assert hit.cache == "HIT" and [v for k, v in hit.headers if k == "Date"] == [stored]
+
+
+def test_a_response_without_date_is_stored_with_the_time_it_arrived(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=600")])
+    miss = gw.request()
+    gw.clock.advance(30)
+    hit = gw.request()
+    dates = [v for k, v in hit.headers if k == "Date"]
+    assert len(dates) == 1 and dates == [v for k, v in miss.headers if k == "Date"]
+
+
+def test_gateway_targeted_field_is_obeyed_and_kept_from_the_client(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "no-store"),
+                                                   ("Gateway-Cache-Control", "max-age=60"),
+                                                   ("CDN-Cache-Control", "max-age=5")])
+    miss, hit = gw.request(), gw.request()
+    assert (miss.cache, hit.cache) == ("MISS", "HIT")
+    for answer in (miss, hit):
+        assert answer.header("Gateway-Cache-Control") is None
+        assert answer.header("CDN-Cache-Control") == "max-age=5"  # forwarded: a CDN in front obeys it too
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ([("Accept-Language", "en, de")], [("Accept-Language", "de, en")]),
+    ([("Accept-Language", "en, de")], [("Accept-Language", "eN, De")]),
+    ([("Accept-Language", "en, de")], [("Accept-Language", " en ,   de")]),
+    ([("Foo", "1, 2")], [("Foo", "1"), ("Foo", "2")]),
+    ([("Foo", "1,2")], [("Foo", " 1, 2 ")]),
+])
+def test_vary_matching_is_normalised(gw: Gateway, first: list, second: list) -> None:
+    names = ", ".join(sorted({k for k, _ in first}))
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60"), ("Vary", names)])
+    assert gw.request(headers=first).cache == "MISS"
+    assert gw.request(headers=second).cache == "HIT"
+
+
+@pytest.mark.parametrize(("range_header", "status", "body", "content_range"), [
+    ("bytes=0-1", 206, b"01", "bytes 0-1/11"),
+    ("bytes=5-", 206, b"567890", "bytes 5-10/11"),
+    ("bytes=-3", 206, b"890", "bytes 8-10/11"),
+    ("bytes=20-", 416, b"", "bytes */11"),
+    ("bytes=0-1, 4-5", 200, b"01234567890", None),
+])
+def test_ranges_are_cut_from_a_stored_complete_answer(gw: Gateway, range_header: str, status: int, body: bytes,
+                                                      content_range: str | None) -> None:
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60"), ("A", "1"),
+                                                   ("Content-Length", "11")], chunks=[b"01234567890"])
+    gw.request()
+    answer = gw.request(headers=[("Range", range_header)])
+    assert (answer.cache, answer.status, answer.body) == ("HIT", status, body)
+    assert answer.header("Content-Range") == content_range and answer.header("A") == "1"
+    if status == 206:
+        assert answer.header("Content-Length") is None  # the server sets it from the body cut
+    assert len(gw.upstream_calls) == 1
+
+
+def partial_reply(content_range: str = "bytes 4-9/10", body: bytes = b"456789") -> Reply:
+    return Reply(status=206, headers=[("Cache-Control", "max-age=60"), ("Content-Range", content_range),
+                                      ("Content-Length", str(len(body)))], chunks=[body])
+
+
+@pytest.mark.parametrize(("range_header", "body", "content_range"), [
+    ("bytes=4-9", b"456789", "bytes 4-9/10"),
+    ("bytes=6-8", b"678", "bytes 6-8/10"),
+    ("bytes=6-", b"6789", "bytes 6-9/10"),
+    ("bytes=-1", b"9", "bytes 9-9/10"),
+])
+def test_a_stored_partial_answer_serves_the_ranges_it_holds(gw: Gateway, range_header: str, body: bytes,
+                                                            content_range: str) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    first = gw.request(headers=[("Range", "bytes=-6")])
+    assert (first.cache, first.status, first.body) == ("MISS", 206, b"456789")
+    answer = gw.request(headers=[("Range", range_header)])
+    assert (answer.cache, answer.status, answer.body) == ("HIT", 206, body)
+    assert answer.header("Content-Range") == content_range and answer.header("Content-Length") is None
+    assert len(gw.upstream_calls) == 1
+
+
+@pytest.mark.parametrize("headers", [
+    [],                                           # the whole answer: never from a partial entry
+    [("Range", "bytes=0-4")],                     # bytes it does not hold
+    [("Range", "bytes=3-5")],
+    [("Range", "bytes=5-6"), ("If-None-Match", '"x"')],
+])
+def test_a_stored_partial_answer_never_stands_in_for_what_it_lacks(gw: Gateway, headers: list) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    gw.request(headers=[("Range", "bytes=-6")])
+    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60")], chunks=[b"0123456789"])
+    assert gw.request(headers=headers).cache != "HIT"
+    assert len(gw.upstream_calls) == 2
+
+
+def test_a_partial_answer_whose_body_is_not_its_range_is_not_stored(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: partial_reply(body=b"01234")  # claims 6 bytes, carries 5
+    assert gw.request(headers=[("Range", "bytes=-5")]).cache == "BYPASS"
+    assert gw.request(headers=[("Range", "bytes=-5")]).cache == "BYPASS"
+
+
+def test_a_write_drops_partial_entries_too(gw: Gateway) -> None:
+    gw.handler = lambda call, cond: partial_reply()
+    gw.request(headers=[("Range", "bytes=-6")])
+    gw.handler = lambda call, cond: Reply(status=204, chunks=[])
+    gw.request(method="DELETE")
+    gw.handler = lambda call, cond: partial_reply()
+    assert gw.request(headers=[("Range", "bytes=-6")]).cache == "MISS"
+
+
+def test_an_entry_with_a_validator_outlives_its_freshness_to_be_revalidated(make: Factory) -> None:
+    gw = make(cache_stale_grace=0.0)
+    gw.handler = lambda call, cond: Reply(status=304 if cond else 200,
+                                          headers=[("Cache-Control", "max-age=1"), ("ETag", '"v1"')])
+    gw.request()
+    gw.clock.advance(120)
+    assert gw.request().cache == "REVALIDATED"
+    assert gw.upstream_calls[1][1] == [("If-None-Match", '"v1"')]
 
 
 def test_request_directives(gw: Gateway) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +14,7 @@ import pytest
 from gateway.config import load_settings
 from gateway.errors import BadGateway, GatewayTimeout
 from gateway.messages import ProxyCall
-from gateway.upstream import UpstreamClient
+from gateway.upstream import UpstreamClient, still_open
 
 Handler = Callable[[socket.socket, bytes], bool]  # returns whether to keep the connection open
 
@@ -179,25 +181,128 @@ def test_idle_body_is_gateway_timeout() -> None:
             response.read_all()
 
 
-@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("POST", False)])
-def test_one_retry_only_for_idempotent_calls_on_a_dead_pooled_connection(method: str, retried: bool) -> None:
-    count = {"n": 0}
+def answers_first_then_drops(state: dict[str, int]) -> Handler:
+    """Answer the first request of each connection; read any later one in full, then close unanswered.
 
-    def closes_after_first(conn: socket.socket, data: bytes) -> bool:
-        count["n"] += 1
+    That is an origin that may well have acted on the request (it read the whole body) and then
+    went away: the client cannot tell whether the request took effect.
+    """
+    carried: dict[socket.socket, int] = {}  # holds every connection, so none is mistaken for a closed one
+
+    def handler(conn: socket.socket, data: bytes) -> bool:
+        carried[conn] = per_conn = carried.get(conn, 0) + 1
+        if per_conn > 1:
+            state["dropped"] = state.get("dropped", 0) + 1
+            return False
+        state["answered"] = state.get("answered", 0) + 1
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return False  # server closes the kept-alive connection behind the client's back
+        return True
+    return handler
 
-    with scripted_server(closes_after_first) as (port, seen):
-        client, call = client_and_call(port, method=method)
-        first = client.send(call)
-        first.read_all()
-        first.release()
-        threading.Event().wait(0.05)
-        if retried:
-            assert client.send(call).read_all() == b"ok"
-            assert len(seen) == 2
+
+def pooled(client: UpstreamClient, call: ProxyCall, connections: int = 1) -> None:
+    """Leave ``connections`` kept-alive connections in the pool, each having carried one answered call."""
+    responses = [client.send(call) for _ in range(connections)]
+    for response in responses:
+        assert response.read_all() == b"ok"
+        response.release()
+
+
+@pytest.mark.parametrize(("method", "resent"), [
+    ("GET", True),
+    ("HEAD", True),
+    ("OPTIONS", True),
+    ("PUT", False),
+    ("DELETE", False),
+    ("POST", False),
+    ("PATCH", False),
+])
+def test_a_request_the_origin_read_and_dropped_is_resent_only_when_safe(method: str, resent: bool) -> None:
+    state: dict[str, int] = {}
+    with scripted_server(answers_first_then_drops(state)) as (port, seen):
+        client, call = client_and_call(port, method="GET")
+        pooled(client, call)
+        body = b'{"n": 1}' if method in {"PUT", "POST", "PATCH"} else b""
+        write = dataclasses.replace(call, method=method, body=body)
+        if resent:
+            response = client.send(write)
+            response.read_all()
+            assert response.status == 200
+            assert state["dropped"] == 1 and state["answered"] == 2  # once dropped, once on a new connection
         else:
             with pytest.raises(BadGateway):
-                client.send(call)
-            assert len(seen) == 1
+                client.send(write)
+            assert state["dropped"] == 1 and state["answered"] == 1  # never sent a second time
+        assert [r.split(b" ", 1)[0].decode() for r in seen[1:]] == [method] * (2 if resent else 1)
+        if write.body:
+            assert seen[1].endswith(write.body)  # the origin had the whole body before it closed
+
+
+def test_the_resend_never_takes_another_pooled_connection() -> None:
+    state: dict[str, int] = {}
+    with scripted_server(answers_first_then_drops(state)) as (port, _):
+        client, call = client_and_call(port)
+        pooled(client, call, connections=2)  # both would drop the next request they carry
+        response = client.send(call)
+        assert response.read_all() == b"ok"
+        assert state["dropped"] == 1 and state["answered"] == 3
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+def test_a_pooled_connection_the_origin_closed_while_idle_is_not_used(method: str) -> None:
+    def closes_after_answering(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return False  # the keep-alive timeout of the origin ran out: it closes the idle connection
+
+    with scripted_server(closes_after_answering) as (port, seen):
+        client, call = client_and_call(port)
+        pooled(client, call)
+        for _ in range(100):  # wait (bounded) until the close has reached the client's side
+            if not still_open(client.pools["order-service"]._idle[0]):
+                break
+            threading.Event().wait(0.01)
+        write = dataclasses.replace(call, method=method, body=b"x" if method != "GET" else b"")
+        assert client.send(write).read_all() == b"ok"  # sent once, on a new connection
+        assert len(seen) == 2
+
+
+def test_interim_answers_are_read_past_to_the_final_one() -> None:
+    def with_interims(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 102 Processing\r\n\r\n"
+                     b"HTTP/1.1 100 Continue\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: 1\r\n\r\nfinal")
+        return True
+
+    with scripted_server(with_interims) as (port, seen):
+        client, call = client_and_call(port)
+        for _ in range(2):  # the second call on the same connection gets its own answer
+            response = client.send(call)
+            assert response.status == 200
+            assert response.read_all() == b"final"
+            assert ("X-Final", "1") in response.headers
+            assert not any(k.lower() == "link" for k, _ in response.headers)
+            response.release()
+        assert len(seen) == 2
+
+
+@pytest.mark.parametrize(("peer", "expected"), [
+    ("idle", True),
+    ("closed", False),
+    ("stray bytes", False),   # an answer nobody asked for: the connection is out of step
+])
+def test_still_open(peer: str, expected: bool) -> None:
+    ours, theirs = socket.socketpair()
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn.sock = ours
+    try:
+        if peer == "closed":
+            theirs.close()
+        elif peer == "stray bytes":
+            theirs.sendall(b"HTTP/1.1 200 OK\r\n")
+        assert still_open(conn) is expected
+        if peer == "stray bytes":
+            assert ours.recv(100) == b"HTTP/1.1 200 OK\r\n"  # peeked at, not consumed
+    finally:
+        ours.close()
+        theirs.close()
