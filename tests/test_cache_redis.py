@@ -13,6 +13,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.redis_link import RedisLink
 from tests.cache_support import Gateway, Reply, new_prefix, redis_cache
+from tests.support.chaos import wait_for
 
 
 @pytest.fixture
@@ -175,16 +176,44 @@ def wait_listening(gw: Gateway) -> None:
 
 
 def test_tier_serves_recent_copies_within_its_bound(redis_server_session: Any, links: list[RedisLink]) -> None:
-    gw = gateway_on(redis_server_session, links, tier_seconds=0.3)
+    ticks = FakeClock(0.0)  # the tier's monotonic clock: the copies age only when the test says so
+    clock = FakeClock()
+    gw = Gateway(redis_cache(redis_server_session, clock, links, tier_seconds=0.3, tier_monotonic=ticks), clock)
     wait_listening(gw)
-    gw.request()
+    heard: list[bytes] = []  # announcements this worker has handled
+    sent: list[bytes] = []  # announcements its stores made
+    store = gw.cache.store
+    handle, put = store.subscription.on_message, store.redis.put
+
+    late = threading.Event()
+
+    def handled(data: bytes) -> None:
+        if data in sent:
+            late.wait(2.0)  # the echo of our own store arrives late: after the copy below was taken
+        handle(data)
+        heard.append(data)
+
+    def stored(*args: Any, announce: tuple[str, bytes], **kw: Any) -> bool:
+        sent.append(announce[1])
+        return put(*args, announce=announce, **kw)
+    store.subscription.on_message = handled
+    store.redis.put = stored  # type: ignore[method-assign]
+    assert gw.request().cache == "MISS"  # stored; its announcement may reach this worker at any later time
     assert gw.request().cache == "HIT"  # read from Redis, copy kept
+    late.set()
     client = redis_server_session.client()
-    for key in client.scan_iter(match=gw.cache.store.link.prefix + "cache:e:*"):
+    entries = gw.cache.store.link.prefix + "cache:e:*"
+    for key in client.scan_iter(match=entries):
         client.unlink(key)  # behind the gateway's back: only the copy is left
-    assert gw.request().source == "Redis" and gw.request().cache == "HIT"
-    time.sleep(0.35)
+    assert list(client.scan_iter(match=entries)) == []
+    assert len(sent) == 1 and wait_for(lambda: sent[0] in heard, timeout=2.0, step=0.01)
+    # The echo of our own store has been handled after the copy was taken: the copy stays.
+    assert gw.request().cache == "HIT"  # Redis has no entry: only the per-worker copy can answer
+    ticks.advance(0.29)
+    assert gw.request().cache == "HIT"
+    ticks.advance(0.02)  # past the bound
     assert gw.request().cache == "MISS"
+    assert len(gw.upstream_calls) == 3  # warm-up, first request, and the one after the copy expired
 
 
 def test_tier_copies_dropped_on_every_instance(redis_server_session: Any, links: list[RedisLink]) -> None:
