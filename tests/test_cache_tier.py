@@ -51,7 +51,8 @@ def test_a_remembered_miss_goes_when_another_instance_stores_the_key(redis_serve
         except CircuitOpen:
             assert time.monotonic() < deadline, "the store did not reach the other instance"
             time.sleep(0.01)
-    assert answer.cache == "HIT" and answer.source == "Redis"
+    assert answer.cache == "HIT" and answer.body == b'{"id": 1}'  # second's entry, not first's remembered miss
+    assert first.upstream_calls == [] or all(c.path == "/warm-up" for c, _ in first.upstream_calls)
 
 
 def test_an_open_circuit_is_held_briefly_and_dropped_when_forced_closed(redis_server_session: Any) -> None:
