@@ -216,6 +216,22 @@ return {old, st.state}
 """
 
 
+# KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
+# state ttl ms, rejects answered locally since the last call.  Reply: 1.
+_HELD = _PRELUDE + """
+local now = clock(ARGV[1])
+local held = tonumber(ARGV[7]) or 0
+if held > 0 then
+  redis.call('HINCRBY', KEYS[2], 'rejects', held)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  local bucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
+  redis.call('HINCRBY', bucket, 'r', held)
+  redis.call('PEXPIRE', bucket, ARGV[5])
+end
+return 1
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -234,6 +250,7 @@ class BreakerScripts:
         self.after = client.register_script(_AFTER)
         self.snapshot = client.register_script(_SNAPSHOT)
         self.force = client.register_script(_FORCE)
+        self.held = client.register_script(_HELD)
 
 
 class SharedBreaker(BreakerCalls):
@@ -339,6 +356,20 @@ class SharedBreaker(BreakerCalls):
             retry_after = math.ceil(self._probe_at - now)
         notify(self.listeners, "on_reject", self.name)
         raise CircuitOpen(service=self.name, retry_after=retry_after)
+
+    def push_held(self) -> None:
+        """Add the rejects answered here to Redis's counters now (the stats flusher calls this).
+
+        Otherwise they would wait for this process's next call to reach Redis, which may never come.
+        """
+        held = self._held_rejects
+        if held <= 0:
+            return
+        try:
+            self._run(self._scripts.held, [*self._window_args, *self._ttl_args[:2], str(held)])
+        except StoreUnavailable:
+            return
+        self._held_rejects -= held
 
     @property
     def refusing(self) -> bool:
