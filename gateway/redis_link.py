@@ -35,6 +35,7 @@ class RedisLink:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.prefix = prefix
+        self.socket_timeout = socket_timeout  # the longest a caller waits for one answer
         self.skip_seconds = skip_seconds
         self._monotonic = monotonic
         self._down_until = 0.0

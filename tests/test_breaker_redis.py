@@ -216,3 +216,94 @@ def test_a_later_outage_starts_from_a_fresh_local_breaker(redis_server: Any, lin
     assert local.generation[0] == "local" and not local.probe
     breaker.after_call(local, S, 0.01)
     assert breaker.snapshot()["state"] == CLOSED
+
+
+def _opened(redis_server_session: Any, links: list[RedisLink], prefix: str | None = None,
+            clock: FakeClock | None = None) -> tuple[Any, FakeClock]:
+    """A Redis breaker (scripts on a FakeClock, no skip period after a failure) that opened and is due a probe."""
+    clock = clock or FakeClock()
+    link = link_to(redis_server_session, links, prefix or new_prefix(), skip_seconds=0.0)
+    breaker = BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    clock.advance(30)  # past the reset timeout
+    return breaker, clock
+
+
+class LostReply:
+    """Wraps a breaker script: Redis runs it, then the reply is lost (the connection drops mid-reply)."""
+
+    def __init__(self, script: Any) -> None:
+        self.script, self.armed = script, True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self.script(*args, **kwargs)
+        if self.armed:
+            self.armed = False
+            import redis
+            raise redis.ConnectionError("connection dropped mid-reply")
+        return reply
+
+
+class NeverArrives(LostReply):
+    """Wraps a breaker script: the command never reaches Redis (once)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            import redis
+            raise redis.TimeoutError("Timeout reading from socket")
+        return self.script(*args, **kwargs)
+
+
+def test_a_probe_whose_outcome_was_lost_frees_its_lease_at_the_next_call(redis_server_session: Any,
+                                                                         links: list[RedisLink]) -> None:
+    breaker, _ = _opened(redis_server_session, links)
+    probe = breaker.before_call()
+    assert probe.probe
+    breaker._scripts.after = NeverArrives(breaker._scripts.after)  # the probe succeeded; Redis never hears it
+    breaker.after_call(probe, S, 0.01)
+    again = breaker.before_call()  # not a 503 until the lease runs out (CB_TIMEOUT + 1 s): a new probe
+    assert again.probe and again.generation[0] == "redis"
+    breaker.after_call(again, S, 0.01)
+    assert breaker.state == CLOSED
+
+
+def test_a_lease_granted_to_a_call_that_never_heard_of_it_is_freed(redis_server_session: Any,
+                                                                   links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
+                            shared_clock=clock)[SERVICE]
+    breaker._scripts.before = LostReply(breaker._scripts.before)
+    lost = breaker.before_call()  # Redis granted the probe; the reply never came: a local ticket
+    assert lost.generation[0] == "local"
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # the lease is held, by nobody
+    probe = breaker.before_call()  # names the lost call: the lease is freed and granted again
+    assert probe.probe and probe.generation[0] == "redis"
+    breaker.after_call(probe, S, 0.01)
+    assert other.state == CLOSED
+
+
+def test_a_command_redis_runs_after_its_caller_gave_up_changes_nothing(redis_server_session: Any,
+                                                                       links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
+                            shared_clock=clock)[SERVICE]
+    before = breaker.snapshot()
+    breaker._offset = -60.0  # as if sent a minute before Redis ran it (a SIGSTOP in between)
+    late = breaker.before_call()
+    assert late.generation[0] == "local"  # treated as no answer: the local breaker decided
+    after = breaker.snapshot()
+    assert (after["state"], after["rejects"]) == (before["state"], before["rejects"]) == (HALF_OPEN, 0)
+    probe = other.before_call()  # no lease was taken by the late command
+    assert probe.probe
+    other.after_call(probe, S, 0.01)
+    ticket = breaker.before_call()
+    assert ticket.generation[0] == "redis"
+    breaker._offset = -60.0
+    breaker.after_call(ticket, F, 0.01)  # a late outcome is counted here, not in Redis
+    assert other.snapshot()["failures"] == 3 and other.state == CLOSED
+    assert breaker.fallback.snapshot()["failures"] == 1
