@@ -19,10 +19,12 @@ A stalled or flaky Redis must not leave the probe lease with nobody. Two rules s
   (``not_after``, from the offset between the local clock and Redis's TIME seen in earlier replies);
   a command Redis only gets to after that, such as one sent before a SIGSTOP and run after SIGCONT,
   changes nothing;
+* a probe lease is granted for one Redis timeout only, and the caller confirms it (one more round
+  trip, once per probe) before it probes: a grant whose answer was lost frees itself that soon;
 * each lease names the call it was granted to (``lease_by``); a process whose request for a ticket
   got no answer, or whose probe's outcome could not be delivered, names those calls at its next
   request and Redis frees a lease they hold, so the next call probes at once instead of waiting for
-  the lease to run out.
+  the lease to run out. A probe's outcome that reaches Redis late still settles the state.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ end
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
 # state ttl ms, reset timeout, lease seconds, rejects answered locally since the last call, not_after,
-# this call's id, ids of abandoned calls (space-separated).
+# this call's id, ids of abandoned calls (space-separated), seconds a granted lease waits for CONFIRM.
 # Reply: {verdict (go|probe|reject|stale), ticket generation, retry_after, old state, new state, hold, now}
 # where hold (on a reject) is the seconds until the probe is due, 'forced' when forced open, or ''
 # when half-open (the probe in flight may end at any moment).
@@ -133,7 +135,8 @@ if st.state == 'CLOSED' then return {'go', token(st), 0, old, new, '', tostring(
 if st.state == 'HALF_OPEN' and (st.lease == '' or now >= tonumber(st.lease)) then
   -- a new lease bumps the generation, so a lost probe that returns late changes nothing
   st.gen = tostring(tonumber(st.gen) + 1)
-  redis.call('HSET', KEYS[1], 'gen', st.gen, 'lease', tostring(now + tonumber(ARGV[8])), 'lease_by', ARGV[11])
+  -- only for as long as its answer may take: the caller confirms it (CONFIRM) before probing
+  redis.call('HSET', KEYS[1], 'gen', st.gen, 'lease', tostring(now + tonumber(ARGV[13])), 'lease_by', ARGV[11])
   return {'probe', token(st), 0, old, new, '', tostring(now)}
 end
 local retry, hold = 1, ''
@@ -157,17 +160,32 @@ return {'reject', token(st), retry, old, new, hold, tostring(now)}
 # Reply: {old state, new state, now} ('' when nothing changed; 'stale' when it came too late to count).
 _AFTER = _PRELUDE + """
 local now = clock(ARGV[1])
-if stale(now, ARGV[15]) then return {'stale', '', tostring(now)} end
+-- Too late, its caller counted it itself: only a probe's outcome still matters (for the state).
+local late = stale(now, ARGV[15])
+if late and ARGV[9] ~= '1' then return {'stale', '', tostring(now)} end
 local outcome = ARGV[10]
+local n = tonumber(ARGV[4])
+local idx = math.floor(now / tonumber(ARGV[3]))
+local st = load(KEYS[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if late then
+  if st.state == 'HALF_OPEN' and ARGV[8] == token(st) then
+    if outcome == 's' then
+      bump(KEYS[1], st, 'CLOSED')
+      redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
+      clear_window(ARGV[2], idx, n, KEYS[3])
+    else
+      bump(KEYS[1], st, 'OPEN')
+      redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
+    end
+  end
+  return {'stale', '', tostring(now)}
+end
 if outcome == 's' then redis.call('HINCRBY', KEYS[2], 'successes', 1)
 else redis.call('HINCRBY', KEYS[2], 'failures', 1) end
 if outcome == 't' then redis.call('HINCRBY', KEYS[2], 'timeouts', 1) end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-local st = load(KEYS[1], now)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[8] ~= token(st) then return {'', '', tostring(now)} end
-local n = tonumber(ARGV[4])
-local idx = math.floor(now / tonumber(ARGV[3]))
 local bucket = ARGV[2] .. idx
 redis.call('HINCRBY', bucket, 'c', 1)
 if outcome ~= 's' then redis.call('HINCRBY', bucket, 'f', 1) end
@@ -196,6 +214,19 @@ elseif st.state == 'HALF_OPEN' and ARGV[9] == '1' then
   return {'HALF_OPEN', 'OPEN', tostring(now)}
 end
 return {'', '', tostring(now)}
+"""
+
+# KEYS: state, totals, lat.  ARGV: now override, call id, lease seconds, not_after.
+# Reply: {ok|lost|stale, now}: the lease granted to that call now lasts for the probe ('lost': it went
+# to another call, or was freed, before the confirmation came; one that ran out but was not granted
+# again is still this call's).
+_CONFIRM = _PRELUDE + """
+local now = clock(ARGV[1])
+if stale(now, ARGV[4]) then return {'stale', tostring(now)} end
+local s = redis.call('HMGET', KEYS[1], 'state', 'lease', 'lease_by')
+if s[1] ~= 'HALF_OPEN' or s[3] ~= ARGV[2] or (s[2] or '') == '' then return {'lost', tostring(now)} end
+redis.call('HSET', KEYS[1], 'lease', tostring(now + tonumber(ARGV[3])))
+return {'ok', tostring(now)}
 """
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets.
@@ -276,6 +307,7 @@ class BreakerScripts:
         self.snapshot = client.register_script(_SNAPSHOT)
         self.force = client.register_script(_FORCE)
         self.held = client.register_script(_HELD)
+        self.confirm = client.register_script(_CONFIRM)
 
 
 class SharedBreaker(BreakerCalls):
@@ -350,27 +382,47 @@ class SharedBreaker(BreakerCalls):
         try:
             verdict, gen, retry_after, old, new, hold, redis_now = self._run(
                 self._scripts.before,
-                [*self._window_args, *self._ttl_args, repr(float(self.service.timeout) + 1), str(held),
-                 self._not_after(), call_id, " ".join(abandoned)],
+                [*self._window_args, *self._ttl_args, repr(self._lease_seconds), str(held),
+                 self._not_after(), call_id, " ".join(abandoned), repr(self._link.socket_timeout)],
             )
+            self._saw_redis_time(redis_now)
             if _text(verdict) == "stale":
-                self._saw_redis_time(redis_now)
                 raise StoreUnavailable("the breaker's answer came too late")
+            if _text(verdict) == "probe":
+                verdict = self._confirm(call_id)
         except StoreUnavailable:
             self._abandon(call_id)  # Redis may have granted it the lease before going quiet
             return self._fallback_before_call()
-        self._saw_redis_time(redis_now)
         self._abandoned = self._abandoned[len(abandoned):]  # named, so freed
         self._on_fallback = False
         self._held_rejects -= held
         self._emit(old, new)
         verdict = _text(verdict)
+        if verdict == "lost":  # another call has the probe by now
+            notify(self.listeners, "on_reject", self.name)
+            raise CircuitOpen(service=self.name, retry_after=1)
         if verdict == "reject":
             self._hold_open(_text(hold))
             notify(self.listeners, "on_reject", self.name)
             raise CircuitOpen(service=self.name, retry_after=int(retry_after))
         started = self.fallback.clock()
         return Ticket(self.name, verdict == "probe", ("redis", _text(gen), call_id), started)
+
+    @property
+    def _lease_seconds(self) -> float:
+        """How long a confirmed probe may take before another call may probe."""
+        return float(self.service.timeout) + 1
+
+    def _confirm(self, call_id: str) -> str:
+        """Make the lease granted to ``call_id`` last for the probe; ``probe``, or ``lost`` (or StoreUnavailable)."""
+        answer, redis_now = self._link.run(lambda client: self._scripts.confirm(
+            keys=self._keys, args=["" if self._now is None else repr(self._now()), call_id,
+                                   repr(self._lease_seconds), self._not_after()], client=client))
+        self._saw_redis_time(redis_now)
+        answer = _text(answer)
+        if answer == "stale":
+            raise StoreUnavailable("the probe's confirmation came too late")
+        return "probe" if answer == "ok" else "lost"
 
     def _fallback_before_call(self) -> Ticket:
         """Use the local breaker; at the start of an outage it starts fresh, unless an operator forced it.

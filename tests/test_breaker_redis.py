@@ -286,6 +286,46 @@ def test_a_lease_granted_to_a_call_that_never_heard_of_it_is_freed(redis_server_
     assert other.state == CLOSED
 
 
+def test_a_lost_grant_frees_itself_after_one_redis_timeout(redis_server_session: Any,
+                                                          links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
+                            shared_clock=clock)[SERVICE]
+    breaker._scripts.before = LostReply(breaker._scripts.before)
+    assert breaker.before_call().generation[0] == "local"  # granted, but the answer was lost: never confirmed
+    with pytest.raises(CircuitOpen):
+        other.before_call()
+    clock.advance(other._link.socket_timeout)  # the owner says nothing more (it died, say)
+    probe = other.before_call()
+    assert probe.probe
+    other.after_call(probe, S, 0.01)
+    assert breaker.state == CLOSED
+
+
+def test_a_confirmed_probe_keeps_its_lease_for_the_whole_call(redis_server_session: Any,
+                                                              links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
+                            shared_clock=clock)[SERVICE]
+    probe = breaker.before_call()
+    clock.advance(9.5)  # a slow probe, still within CB_TIMEOUT (10 s)
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # exactly one probe gateway-wide
+    breaker.after_call(probe, S, 0.01)
+    assert other.state == CLOSED
+
+
+def test_a_late_probe_outcome_still_settles_the_state(redis_server_session: Any, links: list[RedisLink]) -> None:
+    breaker, _ = _opened(redis_server_session, links)
+    probe = breaker.before_call()
+    breaker._offset = -60.0  # Redis runs the outcome long after the probe's process gave up on it
+    breaker.after_call(probe, S, 0.01)
+    assert breaker.state == CLOSED  # the probe did succeed: the service is back
+    assert breaker.snapshot()["successes"] == 0  # counted by the process itself, not twice
+
+
 def test_a_command_redis_runs_after_its_caller_gave_up_changes_nothing(redis_server_session: Any,
                                                                        links: list[RedisLink]) -> None:
     prefix = new_prefix()
