@@ -103,7 +103,9 @@ end
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
 # state ttl ms, reset timeout, lease seconds, rejects answered locally since the last call, not_after,
-# this call's id, ids of abandoned calls (space-separated), seconds a granted lease waits for CONFIRM.
+# this call's id, ids of abandoned calls (space-separated), seconds a granted lease waits for CONFIRM,
+# Redis time of a call this process made on its own breaker while Redis was unreachable and that
+# succeeded, with nothing failing after it ('' if none).
 # Reply: {verdict (go|probe|reject|stale), ticket generation, retry_after, old state, new state, hold, now}
 # where hold (on a reject) is the seconds until the probe is due, 'forced' when forced open, or ''
 # when half-open (the probe in flight may end at any moment).
@@ -126,6 +128,15 @@ if held > 0 then
   local heldbucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
   redis.call('HINCRBY', heldbucket, 'r', held)
   redis.call('PEXPIRE', heldbucket, ARGV[5])
+end
+local proven = tonumber(ARGV[14])
+if proven and st.forced ~= '1' and (st.state == 'OPEN' or st.state == 'HALF_OPEN')
+   and proven > (tonumber(st.opened_at) or 0) then
+  -- the service answered this process's own calls since the circuit opened: as good as a probe
+  old, new = st.state, 'CLOSED'
+  bump(KEYS[1], st, 'CLOSED')
+  redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
+  clear_window(ARGV[2], math.floor(now / tonumber(ARGV[3])), tonumber(ARGV[4]), KEYS[3])
 end
 if st.state == 'OPEN' and st.forced ~= '1' and st.next_at ~= '' and now >= tonumber(st.next_at) then
   old, new = 'OPEN', 'HALF_OPEN'
@@ -342,6 +353,9 @@ class SharedBreaker(BreakerCalls):
         self._offset: float | None = None  # Redis's TIME minus the local clock, from the last reply
         self._abandoned: list[str] = []  # calls that may hold a lease nobody will hand back
         self._call_ids = itertools.count()
+        # Redis time of the last success of a call decided by the local breaker ('' after a failure):
+        # told to Redis at the next request, where it closes a circuit that opened before it.
+        self._proven = ""
 
     def _local_now(self) -> float:
         """The clock set against Redis's TIME (the scripts' clock itself when tests replace it)."""
@@ -363,9 +377,9 @@ class SharedBreaker(BreakerCalls):
         """Remember a call whose lease (if Redis granted one) nobody will hand back."""
         self._abandoned = [*self._abandoned[-(ABANDONED_KEPT - 1):], call_id]
 
-    def _run(self, script: Any, args: list[str]) -> list[Any]:
+    def _run(self, script: Any, args: list[str], always: bool = False) -> list[Any]:
         now = "" if self._now is None else repr(self._now())
-        return self._link.run(lambda client: script(keys=self._keys, args=[now, *args], client=client))
+        return self._link.run(lambda client: script(keys=self._keys, args=[now, *args], client=client), always=always)
 
     def _emit(self, old: Any, new: Any) -> None:
         old, new = _text(old), _text(new)
@@ -378,12 +392,12 @@ class SharedBreaker(BreakerCalls):
             self._refuse_if_held()
         held = self._held_rejects
         call_id = f"{os.getpid()}.{id(self):x}.{next(self._call_ids)}"
-        abandoned = self._abandoned
+        abandoned, proven = self._abandoned, self._proven
         try:
             verdict, gen, retry_after, old, new, hold, redis_now = self._run(
                 self._scripts.before,
                 [*self._window_args, *self._ttl_args, repr(self._lease_seconds), str(held),
-                 self._not_after(), call_id, " ".join(abandoned), repr(self._link.socket_timeout)],
+                 self._not_after(), call_id, " ".join(abandoned), repr(self._link.socket_timeout), proven],
             )
             self._saw_redis_time(redis_now)
             if _text(verdict) == "stale":
@@ -394,6 +408,8 @@ class SharedBreaker(BreakerCalls):
             self._abandon(call_id)  # Redis may have granted it the lease before going quiet
             return self._fallback_before_call()
         self._abandoned = self._abandoned[len(abandoned):]  # named, so freed
+        if self._proven == proven:
+            self._proven = ""  # told
         self._on_fallback = False
         self._held_rejects -= held
         self._emit(old, new)
@@ -494,13 +510,17 @@ class SharedBreaker(BreakerCalls):
         """Report a call's end to Redis (one EVALSHA), or to the local breaker while Redis is unavailable."""
         generation = ticket.generation
         ours = isinstance(generation, tuple) and generation[0] == "redis"
+        if not ours and self._offset is not None:  # decided here while Redis was unreachable
+            self._proven = repr(self._local_now() + self._offset) if outcome is Outcome.SUCCESS else ""
         gen = generation[1] if ours else ""
         code = {Outcome.SUCCESS: "s", Outcome.FAILURE: "f", Outcome.TIMEOUT: "t"}[outcome]
         args = [*self._window_args, *self._ttl_args, gen, "1" if ticket.probe else "0", code,
                 repr(round(latency_s * 1000, 3)), str(self.settings.volume_threshold),
                 repr(float(self.settings.error_threshold)), str(LATENCY_SAMPLES), self._not_after()]
         try:
-            old, new, redis_now = self._run(self._scripts.after, args)
+            # A probe's outcome is sent even while the link skips Redis: a stalled Redis runs it as it
+            # wakes up (late, it still settles the state), before the calls that come after.
+            old, new, redis_now = self._run(self._scripts.after, args, always=ticket.probe)
             self._saw_redis_time(redis_now)
             if _text(old) == "stale":
                 raise StoreUnavailable("the outcome reached Redis too late")

@@ -347,3 +347,67 @@ def test_a_command_redis_runs_after_its_caller_gave_up_changes_nothing(redis_ser
     breaker.after_call(ticket, F, 0.01)  # a late outcome is counted here, not in Redis
     assert other.snapshot()["failures"] == 3 and other.state == CLOSED
     assert breaker.fallback.snapshot()["failures"] == 1
+
+
+def test_a_probe_that_succeeded_while_redis_was_stalled_closes_the_circuit_when_it_wakes(
+        redis_server: Any, links: list[RedisLink]) -> None:
+    """Redis frozen (SIGSTOP) while the probe is out: nobody is shut out once it answers again."""
+    import signal
+
+    prefix = new_prefix()
+    settings = breaker_settings(timeout=1.0, reset_timeout=0.2)
+    a = BreakerRegistry(settings, link_to(redis_server, links, prefix, skip_seconds=0.05))[SERVICE]
+    b = BreakerRegistry(settings, link_to(redis_server, links, prefix, skip_seconds=0.05))[SERVICE]
+    for _ in range(3):
+        a.after_call(a.before_call(), F, 0.01)
+    time.sleep(0.25)  # past the reset timeout
+    probe = a.before_call()
+    assert probe.probe
+    with pytest.raises(CircuitOpen):
+        b.before_call()  # the probe is out
+    redis_server.signal_group(signal.SIGSTOP)
+    try:
+        a.after_call(probe, S, 0.01)  # the service is back; Redis does not answer
+        local = b.before_call()  # b falls back to its own breaker, and its calls succeed
+        assert local.generation[0] == "local"
+        b.after_call(local, S, 0.01)
+    finally:
+        redis_server.signal_group(signal.SIGCONT)
+    time.sleep(0.06)  # past the links' skip period
+    for breaker in (b, a):
+        ticket = breaker.before_call()
+        assert ticket.generation[0] == "redis" and not ticket.probe
+        breaker.after_call(ticket, S, 0.01)
+    assert a.state == CLOSED
+
+
+def test_calls_that_succeeded_on_the_local_breaker_close_the_shared_one(redis_server_session: Any,
+                                                                        links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    clock.advance(-29)  # still OPEN in Redis, the probe not due for a while
+    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
+                            shared_clock=clock)[SERVICE]
+    breaker._scripts.before = NeverArrives(breaker._scripts.before)
+    local = breaker.before_call()  # Redis unreachable: the local breaker decides, afresh
+    assert local.generation[0] == "local"
+    breaker._scripts.after = NeverArrives(breaker._scripts.after)
+    clock.advance(1)
+    breaker.after_call(local, S, 0.01)  # ... and the service answered
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # Redis does not know yet
+    ticket = breaker.before_call()  # back on Redis, telling it: as good as a probe
+    assert ticket.generation[0] == "redis" and not ticket.probe
+    assert other.state == CLOSED
+
+
+def test_a_local_failure_after_the_success_tells_nothing(redis_server_session: Any, links: list[RedisLink]) -> None:
+    breaker, clock = _opened(redis_server_session, links)
+    clock.advance(-29)
+    for outcome in (S, F):
+        breaker._scripts.before = NeverArrives(breaker._scripts.before)
+        local = breaker.before_call()
+        breaker._scripts.after = NeverArrives(breaker._scripts.after)
+        breaker.after_call(local, outcome, 0.01)
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()  # the last word of the local calls was a failure: still OPEN
