@@ -13,7 +13,7 @@ When Redis cannot be reached the breaker falls back to its in-process twin (same
 to Redis by itself once the link is up again. A ticket handed back to the store that did not issue it
 is counted but changes no state.
 
-A stalled or flaky Redis must not leave the probe lease with nobody. Two rules see to it:
+A stalled or flaky Redis must not keep a healthy service shut out. These rules see to it:
 
 * every script call carries the latest Redis time at which its caller still waits for the answer
   (``not_after``, from the offset between the local clock and Redis's TIME seen in earlier replies);
@@ -24,7 +24,12 @@ A stalled or flaky Redis must not leave the probe lease with nobody. Two rules s
 * each lease names the call it was granted to (``lease_by``); a process whose request for a ticket
   got no answer, or whose probe's outcome could not be delivered, names those calls at its next
   request and Redis frees a lease they hold, so the next call probes at once instead of waiting for
-  the lease to run out. A probe's outcome that reaches Redis late still settles the state.
+  the lease to run out;
+* a probe's outcome is sent even while the link skips Redis after a failure: a frozen Redis still
+  receives it and runs it as it wakes, and an outcome that arrives late still settles the state;
+* calls a process decided on its own breaker while Redis was unreachable are evidence: if the last
+  of them succeeded after the circuit opened, the process says so at its next request and Redis
+  closes the circuit, as a successful probe would.
 """
 
 from __future__ import annotations
@@ -99,6 +104,22 @@ local function bump(key, st, state)
   st.state = state
   redis.call('HSET', key, 'state', state, 'gen', st.gen, 'lease', '')
 end
+local function close_circuit(key, st, prefix, idx, n, lat)
+  bump(key, st, 'CLOSED')
+  redis.call('HSET', key, 'opened_at', '', 'next_at', '', 'forced', '')
+  clear_window(prefix, idx, n, lat)
+end
+local function open_circuit(key, st, now, reset)
+  bump(key, st, 'OPEN')
+  redis.call('HSET', key, 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(reset)))
+end
+local function add_rejects(totals, prefix, width, now, count, window_ttl, state_ttl)
+  redis.call('HINCRBY', totals, 'rejects', count)
+  redis.call('PEXPIRE', totals, state_ttl)
+  local bucket = prefix .. math.floor(now / tonumber(width))
+  redis.call('HINCRBY', bucket, 'r', count)
+  redis.call('PEXPIRE', bucket, window_ttl)
+end
 """
 
 # KEYS: state, totals, lat.  ARGV: now override, window prefix, bucket width, buckets, window ttl ms,
@@ -122,21 +143,13 @@ end
 local old, new = '', ''
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local held = tonumber(ARGV[9]) or 0
-if held > 0 then
-  redis.call('HINCRBY', KEYS[2], 'rejects', held)
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  local heldbucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
-  redis.call('HINCRBY', heldbucket, 'r', held)
-  redis.call('PEXPIRE', heldbucket, ARGV[5])
-end
+if held > 0 then add_rejects(KEYS[2], ARGV[2], ARGV[3], now, held, ARGV[5], ARGV[6]) end
 local proven = tonumber(ARGV[14])
 if proven and st.forced ~= '1' and (st.state == 'OPEN' or st.state == 'HALF_OPEN')
    and proven > (tonumber(st.opened_at) or 0) then
   -- the service answered this process's own calls since the circuit opened: as good as a probe
   old, new = st.state, 'CLOSED'
-  bump(KEYS[1], st, 'CLOSED')
-  redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
-  clear_window(ARGV[2], math.floor(now / tonumber(ARGV[3])), tonumber(ARGV[4]), KEYS[3])
+  close_circuit(KEYS[1], st, ARGV[2], math.floor(now / tonumber(ARGV[3])), tonumber(ARGV[4]), KEYS[3])
 end
 if st.state == 'OPEN' and st.forced ~= '1' and st.next_at ~= '' and now >= tonumber(st.next_at) then
   old, new = 'OPEN', 'HALF_OPEN'
@@ -157,11 +170,7 @@ elseif st.state == 'OPEN' then
   hold = tostring(tonumber(st.next_at) - now)
 end
 if retry < 1 then retry = 1 end
-redis.call('HINCRBY', KEYS[2], 'rejects', 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-local bucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
-redis.call('HINCRBY', bucket, 'r', 1)
-redis.call('PEXPIRE', bucket, ARGV[5])
+add_rejects(KEYS[2], ARGV[2], ARGV[3], now, 1, ARGV[5], ARGV[6])
 return {'reject', token(st), retry, old, new, hold, tostring(now)}
 """
 
@@ -181,14 +190,8 @@ local st = load(KEYS[1], now)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if late then
   if st.state == 'HALF_OPEN' and ARGV[8] == token(st) then
-    if outcome == 's' then
-      bump(KEYS[1], st, 'CLOSED')
-      redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
-      clear_window(ARGV[2], idx, n, KEYS[3])
-    else
-      bump(KEYS[1], st, 'OPEN')
-      redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
-    end
+    if outcome == 's' then close_circuit(KEYS[1], st, ARGV[2], idx, n, KEYS[3])
+    else open_circuit(KEYS[1], st, now, ARGV[7]) end
   end
   return {'stale', '', tostring(now)}
 end
@@ -209,19 +212,15 @@ redis.call('PEXPIRE', KEYS[3], ARGV[5])
 if st.state == 'CLOSED' then
   local c, f = window(ARGV[2], idx, n)
   if c >= tonumber(ARGV[12]) and c > 0 and f * 100 / c > tonumber(ARGV[13]) then
-    bump(KEYS[1], st, 'OPEN')
-    redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
+    open_circuit(KEYS[1], st, now, ARGV[7])
     return {'CLOSED', 'OPEN', tostring(now)}
   end
 elseif st.state == 'HALF_OPEN' and ARGV[9] == '1' then
   if outcome == 's' then
-    bump(KEYS[1], st, 'CLOSED')
-    redis.call('HSET', KEYS[1], 'opened_at', '', 'next_at', '', 'forced', '')
-    clear_window(ARGV[2], idx, n, KEYS[3])
+    close_circuit(KEYS[1], st, ARGV[2], idx, n, KEYS[3])
     return {'HALF_OPEN', 'CLOSED', tostring(now)}
   end
-  bump(KEYS[1], st, 'OPEN')
-  redis.call('HSET', KEYS[1], 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(ARGV[7])))
+  open_circuit(KEYS[1], st, now, ARGV[7])
   return {'HALF_OPEN', 'OPEN', tostring(now)}
 end
 return {'', '', tostring(now)}
@@ -288,13 +287,7 @@ return {old, st.state}
 _HELD = _PRELUDE + """
 local now = clock(ARGV[1])
 local held = tonumber(ARGV[7]) or 0
-if held > 0 then
-  redis.call('HINCRBY', KEYS[2], 'rejects', held)
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  local bucket = ARGV[2] .. math.floor(now / tonumber(ARGV[3]))
-  redis.call('HINCRBY', bucket, 'r', held)
-  redis.call('PEXPIRE', bucket, ARGV[5])
-end
+if held > 0 then add_rejects(KEYS[2], ARGV[2], ARGV[3], now, held, ARGV[5], ARGV[6]) end
 return 1
 """
 
@@ -393,6 +386,7 @@ class SharedBreaker(BreakerCalls):
         held = self._held_rejects
         call_id = f"{os.getpid()}.{id(self):x}.{next(self._call_ids)}"
         abandoned, proven = self._abandoned, self._proven
+        sent = self._link.is_up  # otherwise the link refuses at once, and Redis never hears of this call
         try:
             verdict, gen, retry_after, old, new, hold, redis_now = self._run(
                 self._scripts.before,
@@ -405,7 +399,8 @@ class SharedBreaker(BreakerCalls):
             if _text(verdict) == "probe":
                 verdict = self._confirm(call_id)
         except StoreUnavailable:
-            self._abandon(call_id)  # Redis may have granted it the lease before going quiet
+            if sent:
+                self._abandon(call_id)  # Redis may have granted it the lease before going quiet
             return self._fallback_before_call()
         self._abandoned = self._abandoned[len(abandoned):]  # named, so freed
         if self._proven == proven:

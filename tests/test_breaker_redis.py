@@ -230,6 +230,11 @@ def _opened(redis_server_session: Any, links: list[RedisLink], prefix: str | Non
     return breaker, clock
 
 
+def _sibling(server: Any, links: list[RedisLink], prefix: str, clock: FakeClock) -> Any:
+    """Another process's breaker of the same service (same prefix, same script clock)."""
+    return BreakerRegistry(breaker_settings(), link_to(server, links, prefix), clock, shared_clock=clock)[SERVICE]
+
+
 class LostReply:
     """Wraps a breaker script: Redis runs it, then the reply is lost (the connection drops mid-reply)."""
 
@@ -273,8 +278,7 @@ def test_a_lease_granted_to_a_call_that_never_heard_of_it_is_freed(redis_server_
                                                                    links: list[RedisLink]) -> None:
     prefix = new_prefix()
     breaker, clock = _opened(redis_server_session, links, prefix)
-    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
-                            shared_clock=clock)[SERVICE]
+    other = _sibling(redis_server_session, links, prefix, clock)
     breaker._scripts.before = LostReply(breaker._scripts.before)
     lost = breaker.before_call()  # Redis granted the probe; the reply never came: a local ticket
     assert lost.generation[0] == "local"
@@ -290,8 +294,7 @@ def test_a_lost_grant_frees_itself_after_one_redis_timeout(redis_server_session:
                                                           links: list[RedisLink]) -> None:
     prefix = new_prefix()
     breaker, clock = _opened(redis_server_session, links, prefix)
-    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
-                            shared_clock=clock)[SERVICE]
+    other = _sibling(redis_server_session, links, prefix, clock)
     breaker._scripts.before = LostReply(breaker._scripts.before)
     assert breaker.before_call().generation[0] == "local"  # granted, but the answer was lost: never confirmed
     with pytest.raises(CircuitOpen):
@@ -307,8 +310,7 @@ def test_a_confirmed_probe_keeps_its_lease_for_the_whole_call(redis_server_sessi
                                                               links: list[RedisLink]) -> None:
     prefix = new_prefix()
     breaker, clock = _opened(redis_server_session, links, prefix)
-    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
-                            shared_clock=clock)[SERVICE]
+    other = _sibling(redis_server_session, links, prefix, clock)
     probe = breaker.before_call()
     clock.advance(9.5)  # a slow probe, still within CB_TIMEOUT (10 s)
     with pytest.raises(CircuitOpen):
@@ -330,8 +332,7 @@ def test_a_command_redis_runs_after_its_caller_gave_up_changes_nothing(redis_ser
                                                                        links: list[RedisLink]) -> None:
     prefix = new_prefix()
     breaker, clock = _opened(redis_server_session, links, prefix)
-    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
-                            shared_clock=clock)[SERVICE]
+    other = _sibling(redis_server_session, links, prefix, clock)
     before = breaker.snapshot()
     breaker._offset = -60.0  # as if sent a minute before Redis ran it (a SIGSTOP in between)
     late = breaker.before_call()
@@ -386,8 +387,7 @@ def test_calls_that_succeeded_on_the_local_breaker_close_the_shared_one(redis_se
     prefix = new_prefix()
     breaker, clock = _opened(redis_server_session, links, prefix)
     clock.advance(-29)  # still OPEN in Redis, the probe not due for a while
-    other = BreakerRegistry(breaker_settings(), link_to(redis_server_session, links, prefix), clock,
-                            shared_clock=clock)[SERVICE]
+    other = _sibling(redis_server_session, links, prefix, clock)
     breaker._scripts.before = NeverArrives(breaker._scripts.before)
     local = breaker.before_call()  # Redis unreachable: the local breaker decides, afresh
     assert local.generation[0] == "local"

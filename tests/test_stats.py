@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,18 +227,24 @@ def test_redis_down_falls_back_to_local(redis_server, tmp_path: Path, clock: Fak
     assert stats.breaker_stats()["services"][SERVICE]["successes"] == 1
 
 
+def two_instances(settings: Any, url: str, prefix: str, tmp_path: Path) -> tuple[list[RedisLink], GatewayStats,
+                                                                                GatewayStats]:
+    """Stats of two instances on one Redis (run directories a and b), without background flushers."""
+    links = [RedisLink(url, prefix) for _ in range(2)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clock = FakeClock()
+    return (links, GatewayStats(settings, links[0], clock, str(tmp_path / "a"), flush_interval=0),
+            GatewayStats(settings, links[1], clock, str(tmp_path / "b"), flush_interval=0))
+
+
 def test_shared_breaker_counts_come_with_its_state(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Right after a breaker opens in one instance, another reads OPEN with the failures that opened it."""
     from gateway.breaker import BreakerRegistry
     from gateway.errors import CircuitOpen
 
     settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
-    links = [RedisLink(redis_server.url, "gwcounts:") for _ in range(2)]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    clock = FakeClock()
-    writer = GatewayStats(settings, links[0], clock, str(tmp_path / "a"), flush_interval=0)
-    reader = GatewayStats(settings, links[1], clock, str(tmp_path / "b"), flush_interval=0)
+    links, writer, reader = two_instances(settings, redis_server.url, "gwcounts:", tmp_path)
     opening = BreakerRegistry(settings, links[0], listeners=[writer])[SERVICE]
     reading = BreakerRegistry(settings, links[1], listeners=[reader])
     try:
@@ -266,12 +273,7 @@ def test_rejects_held_by_a_worker_reach_the_shared_counts_at_its_next_flush(  # 
     from tests.support.chaos import wait_for
 
     settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
-    links = [RedisLink(redis_server.url, "gwheld:") for _ in range(2)]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    clock = FakeClock()
-    writer = GatewayStats(settings, links[0], clock, str(tmp_path / "a"), flush_interval=0)
-    reader = GatewayStats(settings, links[1], clock, str(tmp_path / "b"), flush_interval=0)
+    links, writer, reader = two_instances(settings, redis_server.url, "gwheld:", tmp_path)
     registry = BreakerRegistry(settings, links[0], listeners=[writer])
     writer._extensions = {"gateway.breakers": registry}  # as init_app does in a worker
     breaker = registry[SERVICE]
