@@ -222,7 +222,8 @@ def _opened(redis_server_session: Any, links: list[RedisLink], prefix: str | Non
             clock: FakeClock | None = None) -> tuple[Any, FakeClock]:
     """A Redis breaker (scripts on a FakeClock, no skip period after a failure) that opened and is due a probe."""
     clock = clock or FakeClock()
-    link = link_to(redis_server_session, links, prefix or new_prefix(), skip_seconds=0.0)
+    # A generous socket timeout: on a busy machine an answer may take longer than the default.
+    link = link_to(redis_server_session, links, prefix or new_prefix(), skip_seconds=0.0, socket_timeout=2.0)
     breaker = BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
     for _ in range(3):
         breaker.after_call(breaker.before_call(), F, 0.01)
@@ -232,7 +233,8 @@ def _opened(redis_server_session: Any, links: list[RedisLink], prefix: str | Non
 
 def _sibling(server: Any, links: list[RedisLink], prefix: str, clock: FakeClock) -> Any:
     """Another process's breaker of the same service (same prefix, same script clock)."""
-    return BreakerRegistry(breaker_settings(), link_to(server, links, prefix), clock, shared_clock=clock)[SERVICE]
+    link = link_to(server, links, prefix, socket_timeout=2.0)
+    return BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
 
 
 class LostReply:
@@ -299,7 +301,7 @@ def test_a_lost_grant_frees_itself_after_one_redis_timeout(redis_server_session:
     assert breaker.before_call().generation[0] == "local"  # granted, but the answer was lost: never confirmed
     with pytest.raises(CircuitOpen):
         other.before_call()
-    clock.advance(other._link.socket_timeout)  # the owner says nothing more (it died, say)
+    clock.advance(breaker._link.socket_timeout)  # the owner says nothing more (it died, say)
     probe = other.before_call()
     assert probe.probe
     other.after_call(probe, S, 0.01)
@@ -355,13 +357,15 @@ def test_a_probe_that_succeeded_while_redis_was_stalled_closes_the_circuit_when_
     """Redis frozen (SIGSTOP) while the probe is out: nobody is shut out once it answers again."""
     import signal
 
-    prefix = new_prefix()
-    settings = breaker_settings(timeout=1.0, reset_timeout=0.2)
-    a = BreakerRegistry(settings, link_to(redis_server, links, prefix, skip_seconds=0.05))[SERVICE]
-    b = BreakerRegistry(settings, link_to(redis_server, links, prefix, skip_seconds=0.05))[SERVICE]
+    clock, prefix = FakeClock(), new_prefix()  # the scripts' clock and the links' skip period
+
+    def process() -> Any:
+        link = link_to(redis_server, links, prefix, socket_timeout=1.0, skip_seconds=0.05, monotonic=clock)
+        return BreakerRegistry(breaker_settings(timeout=1.0), link, clock, shared_clock=clock)[SERVICE]
+    a, b = process(), process()
     for _ in range(3):
         a.after_call(a.before_call(), F, 0.01)
-    time.sleep(0.25)  # past the reset timeout
+    clock.advance(30)  # past the reset timeout
     probe = a.before_call()
     assert probe.probe
     with pytest.raises(CircuitOpen):
@@ -374,7 +378,7 @@ def test_a_probe_that_succeeded_while_redis_was_stalled_closes_the_circuit_when_
         b.after_call(local, S, 0.01)
     finally:
         redis_server.signal_group(signal.SIGCONT)
-    time.sleep(0.06)  # past the links' skip period
+    clock.advance(0.06)  # past the links' skip period
     for breaker in (b, a):
         ticket = breaker.before_call()
         assert ticket.generation[0] == "redis" and not ticket.probe
