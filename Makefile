@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test soak bench conformance lint setup clean
+.PHONY: run test test-repeat soak bench conformance lint setup clean
 
 # The dev tools (pytest, mypy, ruff, playwright, ...) only for test, lint and bench; `make run` needs
 # the runtime requirements and honcho alone (requirements-run.txt).
@@ -29,6 +29,23 @@ run: $(RUN_STAMP)
 ## test: the whole suite (unit, real redis-server, end-to-end through gunicorn)
 test: $(STAMP)
 	$(BIN)/pytest
+
+## test-repeat: the whole suite COUNT times (default 20), each run in a new random order (pytest-randomly);
+## ARGS narrows it (ARGS=tests/test_cache_redis.py). Prints one line per run and a final tally of runs.
+COUNT ?= 20
+ARGS ?=
+test-repeat: $(STAMP)
+	@logs=$$(mktemp -d -t gateway-test-repeat-XXXXXX); passed=0; failed=0; \
+	for run in $$(seq 1 $(COUNT)); do \
+	  seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); log=$$logs/run-$$run.log; \
+	  if $(BIN)/pytest -p randomly --randomly-seed=$$seed $(ARGS) > $$log 2>&1; then \
+	    passed=$$((passed + 1)); result=passed; else failed=$$((failed + 1)); result="FAILED (log: $$log)"; fi; \
+	  summary=$$(tail -n 1 $$log | sed 's/=//g; s/^ *//; s/ *$$//'); \
+	  echo "run $$run/$(COUNT), seed $$seed: $$result, $$summary"; \
+	  case $$result in passed) rm -f $$log;; esac; \
+	done; \
+	echo "$$passed passed, $$failed failed"; rmdir $$logs 2>/dev/null; \
+	test $$failed -eq 0
 
 ## soak: the long chaos and resource suites
 soak: $(STAMP)

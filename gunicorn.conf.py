@@ -19,7 +19,8 @@ except ConfigError as _error:
     sys.stderr.flush()
     os._exit(2)
 
-bind = f"0.0.0.0:{_settings.port}"
+# BIND (default 0.0.0.0, every interface) and PORT; an IPv6 address goes in brackets.
+bind = f"[{_settings.bind}]:{_settings.port}" if ":" in _settings.bind else f"{_settings.bind}:{_settings.port}"
 workers = _settings.web_concurrency
 # gunicorn's gevent worker with the gateway's own HTTP/1.1 connections (gateway/server/): strict framing,
 # one send per answer. GUNICORN_WORKER_CLASS=gevent puts gunicorn's own parser back.

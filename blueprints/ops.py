@@ -1,7 +1,10 @@
 """Observability endpoints: health, readiness, service health, stats, Prometheus metrics, dashboard.
 
-``/health`` and ``/ready`` are always open (load balancers call them). The others need ``OPS_TOKEN`` when it is set,
-as a bearer token or as the password of HTTP basic auth, so a browser can open the dashboard.
+``/health`` and ``/ready`` are always open (load balancers and orchestrators call them). Every
+other endpoint here is closed by default: with ``OPS_TOKEN`` set it needs the token, as a bearer
+token or as the password of HTTP basic auth (so a browser can open the dashboard); without it, it
+answers only clients on this host (a loopback address, after the ``FORWARDED_ALLOW_IPS`` rule, so a
+proxy on this host forwarding a remote client does not count as local), and 403 to anyone else.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway import __version__
-from gateway.errors import Unauthorized
+from gateway.errors import Forbidden, Unauthorized
+from gateway.inbound import client_ip_from, is_loopback
 
 ops = Blueprint("ops", __name__)
 
@@ -27,6 +31,7 @@ CHALLENGES = [("WWW-Authenticate", 'Basic realm="gateway", charset="UTF-8"')]
 DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                  "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'")
 _process_started = time.time()
+OPEN_PATHS = frozenset({"/health", "/ready"})  # never behind the token or the loopback rule
 
 
 def presented_token() -> str | None:
@@ -44,10 +49,26 @@ def presented_token() -> str | None:
     return None
 
 
+@ops.before_request
+def guard() -> None:
+    """Every endpoint of this blueprint but ``OPEN_PATHS`` is an ops endpoint (closed by default)."""
+    if request.path not in OPEN_PATHS:
+        require_ops_token()
+
+
 def require_ops_token() -> None:
-    """Raise 401 (with Basic and Bearer challenges) unless the request carries ``OPS_TOKEN``."""
-    token = current_app.config["GATEWAY_SETTINGS"].ops_token
+    """Raise 401 (with the Basic challenge) unless the request carries ``OPS_TOKEN``.
+
+    Without ``OPS_TOKEN``, raise 403 unless the client is on this host.
+    """
+    settings = current_app.config["GATEWAY_SETTINGS"]
+    token = settings.ops_token
     if not token:
+        client = client_ip_from(str(request.environ.get("REMOTE_ADDR") or ""),
+                                request.environ.get("HTTP_X_FORWARDED_FOR"), settings.forwarded_allow_ips)
+        if not is_loopback(client):
+            raise Forbidden("Ops endpoints answer only clients on this host while OPS_TOKEN is unset; "
+                            "set OPS_TOKEN and send it as a bearer token (or the basic-auth password).")
         return
     given = presented_token()
     # compare_digest on bytes: constant time, and no TypeError on non-ASCII input.
@@ -99,14 +120,12 @@ def ready() -> Response:
 @ops.get("/health/services")
 def health_services() -> Response:
     """Active health check results of every service."""
-    require_ops_token()
     return _json(current_app.extensions["gateway.health"].services())
 
 
 @ops.get("/stats/circuit-breakers")
 def breaker_stats() -> Response:
     """Circuit breaker statistics, gateway-wide."""
-    require_ops_token()
     stats = current_app.extensions["gateway.stats"]
     return _json(stats.breaker_stats(current_app.extensions.get("gateway.breakers")))
 
@@ -114,21 +133,18 @@ def breaker_stats() -> Response:
 @ops.get("/stats/cache")
 def cache_stats() -> Response:
     """Cache statistics of the last five minutes, gateway-wide."""
-    require_ops_token()
     return _json(current_app.extensions["gateway.stats"].cache_stats())
 
 
 @ops.get("/stats/rate-limits")
 def rate_limit_stats() -> Response:
     """Each rate-limited service: its limits, and its 429s and Redis-down decisions since start, gateway-wide."""
-    require_ops_token()
     return _json(current_app.extensions["gateway.stats"].rate_limit_stats())
 
 
 @ops.get("/stats/history")
 def history_stats() -> Response:
     """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""
-    require_ops_token()
     history = current_app.extensions.get("gateway.history")
     if history is None:
         return _json({"window_s": 0, "interval_s": 0, "now": time.time(), "t": [], "services": {}})
@@ -138,7 +154,6 @@ def history_stats() -> Response:
 @ops.get("/metrics")
 def metrics() -> Response:
     """Prometheus exposition of this instance: OpenMetrics when the scraper's Accept asks for it."""
-    require_ops_token()
     body, content_type = current_app.extensions["gateway.metrics"].render(request.headers.get("Accept"))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
@@ -146,7 +161,6 @@ def metrics() -> Response:
 @ops.get("/dashboard")
 def dashboard() -> Response:
     """The live monitoring dashboard: one self-contained HTML page."""
-    require_ops_token()
     page = resources.files("blueprints").joinpath("templates/dashboard.html").read_bytes()
     return Response(page, content_type="text/html; charset=utf-8",
                     headers={"Cache-Control": "no-store", "Content-Security-Policy": DASHBOARD_CSP,

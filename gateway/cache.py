@@ -83,14 +83,15 @@ class ResponseCache:
 
     def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
                  stats: Any = None, store: Any = None, tier_seconds: float = 0.0,
-                 bus: InstanceBus | None = None) -> None:
+                 bus: InstanceBus | None = None, tier_monotonic: Callable[[], float] | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.stats = stats
         if store is None and link is not None:
             store = RedisStore(link)
             if tier_seconds > 0:
-                store = TieredStore(store, tier_seconds, max_entries=settings.cache_max_entries)
+                store = TieredStore(store, tier_seconds, max_entries=settings.cache_max_entries,
+                                    **({"monotonic": tier_monotonic} if tier_monotonic is not None else {}))
         if store is None:
             store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes, clock)
             if bus is not None:

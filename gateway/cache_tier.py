@@ -7,13 +7,19 @@ every worker), and every change is published so other workers and instances drop
 once: invalidations and purges drop every copy, a store drops the copies of its key (a remembered
 miss included). The tier only answers while its subscription is live: messages could be missed
 otherwise.
+
+A store's announcement names the worker that made it: that worker dropped its own copy when it
+stored, and the copy it reads back afterwards is already the new entry, so it ignores the echo
+(which may arrive late, after that fresh copy was taken).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -23,6 +29,9 @@ from gateway.redis_subscription import Subscription
 
 log = logging.getLogger("gateway.cache")
 
+STORED = b"s:"  # s:<origin>:<key>, a store by the worker <origin> (ORIGIN_LENGTH characters)
+ORIGIN_LENGTH = 32
+LEGACY_STORED = b"k:"  # k:<key>, a store announced without its origin
 DEFAULT_BOUND = 0.5  # seconds a worker may answer from its copy (invalidations must reach every worker within 1 s)
 
 
@@ -42,6 +51,8 @@ class TieredStore:
         self._copies: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every drop, so a read that raced one is not kept
+        self._origin_pid: int | None = None
+        self._origin = b""
         self.subscription = Subscription(self.link, self.channel, on_message=self._on_message,
                                          on_reset=self.clear_copies)
 
@@ -70,14 +81,27 @@ class TieredStore:
                     self._copies.popitem(last=False)
         return values
 
+    @property
+    def origin(self) -> bytes:
+        """This worker's id in its announcements (new after a fork: workers forked from one parent differ)."""
+        pid = os.getpid()
+        if self._origin_pid != pid:
+            self._origin_pid = pid
+            self._origin = uuid.uuid4().hex.encode()
+        return self._origin
+
     def _on_message(self, data: bytes) -> None:
-        """``k:<key>``: that key was stored (drop its copy); anything else: drop every copy."""
-        if data.startswith(b"k:"):
-            with self._lock:
-                self._generation += 1
-                self._copies.pop(data[2:].decode(errors="replace"), None)
+        """``s:<origin>:<key>`` or ``k:<key>``: that key was stored (drop its copy); anything else: drop every copy."""
+        if data.startswith(STORED) and data[len(STORED) + ORIGIN_LENGTH:][:1] == b":":
+            if data[len(STORED):len(STORED) + ORIGIN_LENGTH] == self.origin:
+                return  # our own store: its copy went when we stored, and what we read since is newer
+            key = data[len(STORED) + ORIGIN_LENGTH + 1:]
+        elif data.startswith(LEGACY_STORED):
+            key = data[len(LEGACY_STORED):]
         else:
             self.clear_copies()
+            return
+        self._drop_copy(key.decode(errors="replace"))
 
     def clear_copies(self) -> None:
         """Drop every copy held by this worker."""
@@ -87,12 +111,22 @@ class TieredStore:
 
     def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
             release: tuple[str, str] | None = None) -> bool:
-        """Store in Redis and drop every worker's copy of the key (announced by the store script)."""
+        """Store in Redis and drop every worker's copy of the key (announced by the store script).
+
+        This worker's copy goes before and after the store: a read that Redis answered in between
+        may have the old entry, and the echo of the announcement, which would have dropped it, is ignored.
+        """
+        self._drop_copy(key)
+        message = STORED + self.origin + b":" + key.encode()
+        try:
+            return self.redis.put(key, group, variant, blob, ttl, announce=(self.channel, message), release=release)
+        finally:
+            self._drop_copy(key)
+
+    def _drop_copy(self, key: str) -> None:
         with self._lock:
             self._generation += 1
             self._copies.pop(key, None)
-        return self.redis.put(key, group, variant, blob, ttl, announce=(self.channel, b"k:" + key.encode()),
-                              release=release)
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop the paths in Redis, then tell every worker and instance to drop their copies."""

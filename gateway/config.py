@@ -7,9 +7,11 @@ line and exit before any worker forks.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -92,6 +94,7 @@ class Settings:
     """Every gateway setting, validated."""
 
     port: int = 3000
+    bind: str = "0.0.0.0"  # the listen address (all interfaces: containers and Procfile platforms)
     web_concurrency: int = 1
     redis_url: str | None = None
     redis_key_prefix: str = "gw:"
@@ -140,6 +143,8 @@ SERVICE_KEYS = {
 BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
 HEALTH_KEYS = {"path", "interval", "timeout", "expected_status"}
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 def _number(setting: str, raw: Any, *, minimum: float = 0.0, integer: bool = False) -> float:
@@ -393,6 +398,20 @@ def _default_breaker(s: Settings) -> BreakerSettings:
     )
 
 
+def _bind_address(value: str) -> str:
+    """``BIND``: an IPv4 or IPv6 address (``[::1]`` too) or a host name to listen on, without the port."""
+    address = value.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    if _HOST_NAME.fullmatch(address):
+        return address.lower()
+    raise ConfigError("BIND", f"expected an IP address or host name to listen on (the port is PORT), got {value!r}")
+
+
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build validated :class:`Settings` from environment variables, then ``overrides`` (same names).
 
@@ -435,6 +454,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     port = int(_number("PORT", val("PORT", 3000), integer=True))
     if not 0 < port < 65536:
         raise ConfigError("PORT", f"expected 1-65535, got {get('PORT')!r}")
+    bind = _bind_address(str(get("BIND") or "0.0.0.0"))
     default_workers = 2 if redis_url else 1
     workers = int(_number("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or default_workers, integer=True))
     if workers < 1:
@@ -444,6 +464,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     )
     settings = Settings(
         port=port,
+        bind=bind,
         web_concurrency=workers,
         redis_url=redis_url,
         redis_key_prefix=str(get("REDIS_KEY_PREFIX") or "gw:"),

@@ -67,6 +67,11 @@ def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyRes
             # so the next request (on any worker or instance) already meets the updated breaker.
             breaker.after_call(ticket, Outcome.FAILURE, upstream.elapsed)
             return exchange.on_response(upstream, outcome_told)
+        if ticket.probe:
+            # The probe's question (does the service answer?) is settled by its headers: close the
+            # circuit before the client has the answer, so its next request, anywhere, finds it closed.
+            breaker.after_call(ticket, Outcome.SUCCESS, upstream.elapsed)
+            return exchange.on_response(upstream, outcome_told)
 
         def done(ok: bool) -> None:
             breaker.after_call(ticket, Outcome.SUCCESS if ok else Outcome.FAILURE, upstream.elapsed)

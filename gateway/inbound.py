@@ -109,6 +109,17 @@ def _is_trusted(peer: str, allow: tuple[str, ...]) -> bool:
     return False
 
 
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is this host's own: 127.0.0.0/8, ``::1``, or an IPv4-mapped ``::ffff:127.x.y.z``."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
 def client_ip_from(peer: str, forwarded_for: str | None, allow: tuple[str, ...]) -> str:
     """The peer, or behind trusted proxies the rightmost ``X-Forwarded-For`` entry not trusted."""
     if not forwarded_for or not is_trusted(peer, allow):

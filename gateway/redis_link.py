@@ -35,6 +35,7 @@ class RedisLink:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.prefix = prefix
+        self.socket_timeout = socket_timeout  # the longest a caller waits for one answer
         self.skip_seconds = skip_seconds
         self._monotonic = monotonic
         self._down_until = 0.0
@@ -70,9 +71,13 @@ class RedisLink:
         """Skip Redis for a short while."""
         self._down_until = self._monotonic() + self.skip_seconds
 
-    def run(self, operation: Callable[[redis.Redis], T]) -> T:
-        """Run ``operation(client)``; raise :class:`StoreUnavailable` if Redis is skipped or fails."""
-        if not self.is_up:
+    def run(self, operation: Callable[[redis.Redis], T], *, always: bool = False) -> T:
+        """Run ``operation(client)``; raise :class:`StoreUnavailable` if Redis is skipped or fails.
+
+        ``always`` tries even during the skip period: for the rare command that must be sent if at all
+        possible (a stalled Redis still receives it, and runs it when it wakes up).
+        """
+        if not always and not self.is_up:
             raise StoreUnavailable("redis skipped after a recent failure")
         try:
             return operation(self.client)

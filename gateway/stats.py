@@ -54,6 +54,8 @@ CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "STALE": "stale", "REVALIDATED": 
 CACHE_EVENTS = {"coalesced": "coalesced", "upstream_call": "upstream"}
 STATE_RANK = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 RATE_LIMIT_FAMILY = "rl/"  # cumulative counters "rl/<service>|<event>": a breaker reset leaves them alone
+# The breaker's own figures shown next to its state (latency stays with the stats' histograms).
+COUNTED = ("fires", "successes", "failures", "timeouts", "rejects", "failure_rate")
 
 
 class GatewayStats:
@@ -243,6 +245,21 @@ class GatewayStats:
                 self.history.maybe_sample()
             except Exception:  # the history is for the charts; it must never fail a flush or a read
                 log.exception("stats history sample failed")
+        if self.link is not None:
+            self._push_held_rejects()
+
+    def _push_held_rejects(self) -> None:
+        """Rejects this worker answered itself (holding an OPEN answer) reach the shared breaker's counters."""
+        registry = self._extensions.get("gateway.breakers")
+        if registry is None:
+            return
+        for name in self.settings.services:
+            push = getattr(registry[name], "push_held", None) if name in registry else None
+            if push is not None:
+                try:
+                    push()
+                except Exception:  # counters must never break the flusher
+                    log.exception("pushing held rejects of %s failed", name)
 
     def _push(self, cache: Buckets, breaker: Buckets, cum: Counts, now: float) -> None:
         assert self._redis is not None
@@ -402,7 +419,15 @@ class GatewayStats:
             first = min(last, int(now - window) + 1)
             w = service_fields(sum_window(buckets, first, last), name)
             entry = breaker_report(w, service_fields(cumulative, name), window)
-            entry.update(self._state_of(name, registry, others, now))
+            state = self._state_of(name, registry, others, now)
+            counts = state.pop("counts", None)
+            if counts is not None:
+                entry.update(counts)  # read with the state, by the same Redis script
+            # With Redis, counts from the workers' flushes may trail the state by up to a second
+            # (Redis unreachable, or no breaker to read). Without it, each worker's state and counts
+            # are published together.
+            entry["counts_lagging"] = counts is None and self.link is not None
+            entry.update(state)
             services[name] = entry
         return {"services": services}
 
@@ -458,6 +483,9 @@ class GatewayStats:
                 log.exception("breaker snapshot failed")
                 snap = {}
             best = {k: snap[k] for k in ("state", "opened_at", "next_attempt_at", "forced") if k in snap}
+            if snap.get("store") == "redis":  # the shared breaker: its counters came with its state
+                best["counts"] = {k: snap[k] for k in COUNTED}
+                best["counts"]["window_calls"] = snap["window"]["calls"]
         elif name in self._states:
             best = {"state": self._states[name]}
         if self.link is None:

@@ -126,12 +126,16 @@ def memory_cache(clock: FakeClock, **settings: Any) -> ResponseCache:
 
 
 def redis_cache(server: Any, clock: FakeClock, links: list[RedisLink], prefix: str | None = None,
-                tier_seconds: float = 0.0, **settings: Any) -> ResponseCache:
-    """A ResponseCache on a Redis server under a fresh prefix (with a per-worker tier if ``tier_seconds``)."""
+                tier_seconds: float = 0.0, tier_monotonic: Callable[[], float] | None = None,
+                **settings: Any) -> ResponseCache:
+    """A ResponseCache on a Redis server under a fresh prefix (with a per-worker tier if ``tier_seconds``).
+
+    ``tier_monotonic`` is the tier's clock for the age of its copies (``time.monotonic`` if not given).
+    """
     link = RedisLink(server.url, prefix or new_prefix(), skip_seconds=0.05)
     links.append(link)
     cache = ResponseCache(make_settings(redis_key_prefix=link.prefix, **settings), link, clock,
-                          tier_seconds=tier_seconds)
+                          tier_seconds=tier_seconds, tier_monotonic=tier_monotonic)
     stop = getattr(cache.store, "stop", None)
     if stop is not None:
         link.close = _chain(stop, link.close)  # type: ignore[method-assign]

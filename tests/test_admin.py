@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,20 +13,10 @@ from gateway.breaker import BreakerRegistry
 from gateway.clock import FakeClock
 from gateway.config import load_settings
 from gateway.errors import GatewayError, error_body
+from tests.cache_support import SERVICE, Gateway, memory_cache
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class FakeCache:
-    """Records purge calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def purge(self, path: str | None = None, prefix: str | None = None) -> dict[str, Any]:
-        self.calls.append({"path": path, "prefix": prefix})
-        return {"purged": 2, "store": "memory"}
 
 
 def body(response: Any) -> Any:
@@ -39,7 +30,7 @@ def make_app(admin_token: str | None = TOKEN) -> Flask:
     app = Flask(__name__)
     app.config["GATEWAY_SETTINGS"] = settings
     BreakerRegistry(settings, None, FakeClock()).init_app(app)
-    app.extensions["gateway.cache"] = FakeCache()
+    app.extensions["gateway.cache"] = memory_cache(FakeClock())
 
     @app.errorhandler(GatewayError)
     def render(error: GatewayError) -> Response:
@@ -62,12 +53,16 @@ def app() -> Flask:
     {"Authorization": "Bearer s3cret-tokén"},
 ])
 def test_missing_or_wrong_token_is_401(app: Flask, headers: dict[str, str]) -> None:
+    clock = FakeClock()
+    gw = Gateway(memory_cache(clock), clock)
+    app.extensions["gateway.cache"] = gw.cache
+    gw.request()
     for method, url in (("post", "/admin/circuit-breakers/order-service/open"), ("delete", "/admin/cache")):
         response = getattr(app.test_client(), method)(url, headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert body(response)["error"]["code"] == "unauthorized"
-    assert app.extensions["gateway.cache"].calls == []
+    assert gw.request().cache == "HIT"  # nothing was purged
     assert app.extensions["gateway.breakers"]["order-service"].state == "CLOSED"
 
 
@@ -164,13 +159,23 @@ def test_unknown_service_or_action_is_404(app: Flask) -> None:
     assert body(response)["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("", {"path": None, "prefix": None}),
-    ("?path=/orders/123", {"path": "/orders/123", "prefix": None}),
-    ("?prefix=/orders/", {"path": None, "prefix": "/orders/"}),
+@pytest.mark.parametrize(("query", "answer", "left"), [
+    ("", {"purged": 3}, []),
+    ("?path=/orders/123", {"purged": 1, "path": "/orders/123"}, ["/orders/7", "/restaurants/1"]),
+    ("?prefix=/orders/", {"purged": 2, "prefix": "/orders/"}, ["/restaurants/1"]),
 ])
-def test_purge_cache(app: Flask, query: str, expected: dict[str, Any]) -> None:
+def test_purge_cache(app: Flask, query: str, answer: dict[str, Any], left: list[str]) -> None:
+    clock = FakeClock()
+    gw = Gateway(memory_cache(clock), clock)  # a real cache, filled through the request flow
+    app.extensions["gateway.cache"] = gw.cache
+    restaurants = replace(SERVICE, name="restaurant-service", prefix="/restaurants")
+    gw.request("/orders/123")
+    gw.request("/orders/7")
+    gw.request("/restaurants/1", service=restaurants)
     response = app.test_client().delete(f"/admin/cache{query}", headers=AUTH)
     assert response.status_code == 200
-    assert body(response) == {"purged": 2, "store": "memory"}
-    assert app.extensions["gateway.cache"].calls == [expected]
+    assert body(response) == {**answer, "store": "memory"}
+    kept = [path for path in ("/orders/123", "/orders/7")
+            if gw.request(path).cache == "HIT"] + (["/restaurants/1"] if gw.request(
+                "/restaurants/1", service=restaurants).cache == "HIT" else [])
+    assert kept == left

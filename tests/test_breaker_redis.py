@@ -216,3 +216,202 @@ def test_a_later_outage_starts_from_a_fresh_local_breaker(redis_server: Any, lin
     assert local.generation[0] == "local" and not local.probe
     breaker.after_call(local, S, 0.01)
     assert breaker.snapshot()["state"] == CLOSED
+
+
+def _opened(redis_server_session: Any, links: list[RedisLink], prefix: str | None = None,
+            clock: FakeClock | None = None) -> tuple[Any, FakeClock]:
+    """A Redis breaker (scripts on a FakeClock, no skip period after a failure) that opened and is due a probe."""
+    clock = clock or FakeClock()
+    # A generous socket timeout: on a busy machine an answer may take longer than the default.
+    link = link_to(redis_server_session, links, prefix or new_prefix(), skip_seconds=0.0, socket_timeout=2.0)
+    breaker = BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    clock.advance(30)  # past the reset timeout
+    return breaker, clock
+
+
+def _sibling(server: Any, links: list[RedisLink], prefix: str, clock: FakeClock) -> Any:
+    """Another process's breaker of the same service (same prefix, same script clock)."""
+    link = link_to(server, links, prefix, socket_timeout=2.0)
+    return BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
+
+
+class LostReply:
+    """Wraps a breaker script: Redis runs it, then the reply is lost (the connection drops mid-reply)."""
+
+    def __init__(self, script: Any) -> None:
+        self.script, self.armed = script, True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self.script(*args, **kwargs)
+        if self.armed:
+            self.armed = False
+            import redis
+            raise redis.ConnectionError("connection dropped mid-reply")
+        return reply
+
+
+class NeverArrives(LostReply):
+    """Wraps a breaker script: the command never reaches Redis (once)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.armed:
+            self.armed = False
+            import redis
+            raise redis.TimeoutError("Timeout reading from socket")
+        return self.script(*args, **kwargs)
+
+
+def test_a_probe_whose_outcome_was_lost_frees_its_lease_at_the_next_call(redis_server_session: Any,
+                                                                         links: list[RedisLink]) -> None:
+    breaker, _ = _opened(redis_server_session, links)
+    probe = breaker.before_call()
+    assert probe.probe
+    breaker._scripts.after = NeverArrives(breaker._scripts.after)  # the probe succeeded; Redis never hears it
+    breaker.after_call(probe, S, 0.01)
+    again = breaker.before_call()  # not a 503 until the lease runs out (CB_TIMEOUT + 1 s): a new probe
+    assert again.probe and again.generation[0] == "redis"
+    breaker.after_call(again, S, 0.01)
+    assert breaker.state == CLOSED
+
+
+def test_a_lease_granted_to_a_call_that_never_heard_of_it_is_freed(redis_server_session: Any,
+                                                                   links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = _sibling(redis_server_session, links, prefix, clock)
+    breaker._scripts.before = LostReply(breaker._scripts.before)
+    lost = breaker.before_call()  # Redis granted the probe; the reply never came: a local ticket
+    assert lost.generation[0] == "local"
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # the lease is held, by nobody
+    probe = breaker.before_call()  # names the lost call: the lease is freed and granted again
+    assert probe.probe and probe.generation[0] == "redis"
+    breaker.after_call(probe, S, 0.01)
+    assert other.state == CLOSED
+
+
+def test_a_lost_grant_frees_itself_after_one_redis_timeout(redis_server_session: Any,
+                                                          links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = _sibling(redis_server_session, links, prefix, clock)
+    breaker._scripts.before = LostReply(breaker._scripts.before)
+    assert breaker.before_call().generation[0] == "local"  # granted, but the answer was lost: never confirmed
+    with pytest.raises(CircuitOpen):
+        other.before_call()
+    clock.advance(breaker._link.socket_timeout)  # the owner says nothing more (it died, say)
+    probe = other.before_call()
+    assert probe.probe
+    other.after_call(probe, S, 0.01)
+    assert breaker.state == CLOSED
+
+
+def test_a_confirmed_probe_keeps_its_lease_for_the_whole_call(redis_server_session: Any,
+                                                              links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = _sibling(redis_server_session, links, prefix, clock)
+    probe = breaker.before_call()
+    clock.advance(9.5)  # a slow probe, still within CB_TIMEOUT (10 s)
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # exactly one probe gateway-wide
+    breaker.after_call(probe, S, 0.01)
+    assert other.state == CLOSED
+
+
+def test_a_late_probe_outcome_still_settles_the_state(redis_server_session: Any, links: list[RedisLink]) -> None:
+    breaker, _ = _opened(redis_server_session, links)
+    probe = breaker.before_call()
+    breaker._offset = -60.0  # Redis runs the outcome long after the probe's process gave up on it
+    breaker.after_call(probe, S, 0.01)
+    assert breaker.state == CLOSED  # the probe did succeed: the service is back
+    assert breaker.snapshot()["successes"] == 0  # counted by the process itself, not twice
+
+
+def test_a_command_redis_runs_after_its_caller_gave_up_changes_nothing(redis_server_session: Any,
+                                                                       links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    other = _sibling(redis_server_session, links, prefix, clock)
+    before = breaker.snapshot()
+    breaker._offset = -60.0  # as if sent a minute before Redis ran it (a SIGSTOP in between)
+    late = breaker.before_call()
+    assert late.generation[0] == "local"  # treated as no answer: the local breaker decided
+    after = breaker.snapshot()
+    assert (after["state"], after["rejects"]) == (before["state"], before["rejects"]) == (HALF_OPEN, 0)
+    probe = other.before_call()  # no lease was taken by the late command
+    assert probe.probe
+    other.after_call(probe, S, 0.01)
+    ticket = breaker.before_call()
+    assert ticket.generation[0] == "redis"
+    breaker._offset = -60.0
+    breaker.after_call(ticket, F, 0.01)  # a late outcome is counted here, not in Redis
+    assert other.snapshot()["failures"] == 3 and other.state == CLOSED
+    assert breaker.fallback.snapshot()["failures"] == 1
+
+
+def test_a_probe_that_succeeded_while_redis_was_stalled_closes_the_circuit_when_it_wakes(
+        redis_server: Any, links: list[RedisLink]) -> None:
+    """Redis frozen (SIGSTOP) while the probe is out: nobody is shut out once it answers again."""
+    import signal
+
+    clock, prefix = FakeClock(), new_prefix()  # the scripts' clock and the links' skip period
+
+    def process() -> Any:
+        link = link_to(redis_server, links, prefix, socket_timeout=1.0, skip_seconds=0.05, monotonic=clock)
+        return BreakerRegistry(breaker_settings(timeout=1.0), link, clock, shared_clock=clock)[SERVICE]
+    a, b = process(), process()
+    for _ in range(3):
+        a.after_call(a.before_call(), F, 0.01)
+    clock.advance(30)  # past the reset timeout
+    probe = a.before_call()
+    assert probe.probe
+    with pytest.raises(CircuitOpen):
+        b.before_call()  # the probe is out
+    redis_server.signal_group(signal.SIGSTOP)
+    try:
+        a.after_call(probe, S, 0.01)  # the service is back; Redis does not answer
+        local = b.before_call()  # b falls back to its own breaker, and its calls succeed
+        assert local.generation[0] == "local"
+        b.after_call(local, S, 0.01)
+    finally:
+        redis_server.signal_group(signal.SIGCONT)
+    clock.advance(0.06)  # past the links' skip period
+    for breaker in (b, a):
+        ticket = breaker.before_call()
+        assert ticket.generation[0] == "redis" and not ticket.probe
+        breaker.after_call(ticket, S, 0.01)
+    assert a.state == CLOSED
+
+
+def test_calls_that_succeeded_on_the_local_breaker_close_the_shared_one(redis_server_session: Any,
+                                                                        links: list[RedisLink]) -> None:
+    prefix = new_prefix()
+    breaker, clock = _opened(redis_server_session, links, prefix)
+    clock.advance(-29)  # still OPEN in Redis, the probe not due for a while
+    other = _sibling(redis_server_session, links, prefix, clock)
+    breaker._scripts.before = NeverArrives(breaker._scripts.before)
+    local = breaker.before_call()  # Redis unreachable: the local breaker decides, afresh
+    assert local.generation[0] == "local"
+    breaker._scripts.after = NeverArrives(breaker._scripts.after)
+    clock.advance(1)
+    breaker.after_call(local, S, 0.01)  # ... and the service answered
+    with pytest.raises(CircuitOpen):
+        other.before_call()  # Redis does not know yet
+    ticket = breaker.before_call()  # back on Redis, telling it: as good as a probe
+    assert ticket.generation[0] == "redis" and not ticket.probe
+    assert other.state == CLOSED
+
+
+def test_a_local_failure_after_the_success_tells_nothing(redis_server_session: Any, links: list[RedisLink]) -> None:
+    breaker, clock = _opened(redis_server_session, links)
+    clock.advance(-29)
+    for outcome in (S, F):
+        breaker._scripts.before = NeverArrives(breaker._scripts.before)
+        local = breaker.before_call()
+        breaker._scripts.after = NeverArrives(breaker._scripts.after)
+        breaker.after_call(local, outcome, 0.01)
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()  # the last word of the local calls was a failure: still OPEN

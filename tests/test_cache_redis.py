@@ -13,6 +13,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.redis_link import RedisLink
 from tests.cache_support import Gateway, Reply, new_prefix, redis_cache
+from tests.support.chaos import wait_for
 
 
 @pytest.fixture
@@ -175,16 +176,44 @@ def wait_listening(gw: Gateway) -> None:
 
 
 def test_tier_serves_recent_copies_within_its_bound(redis_server_session: Any, links: list[RedisLink]) -> None:
-    gw = gateway_on(redis_server_session, links, tier_seconds=0.3)
+    ticks = FakeClock(0.0)  # the tier's monotonic clock: the copies age only when the test says so
+    clock = FakeClock()
+    gw = Gateway(redis_cache(redis_server_session, clock, links, tier_seconds=0.3, tier_monotonic=ticks), clock)
     wait_listening(gw)
-    gw.request()
+    heard: list[bytes] = []  # announcements this worker has handled
+    sent: list[bytes] = []  # announcements its stores made
+    store = gw.cache.store
+    handle, put = store.subscription.on_message, store.redis.put
+
+    late = threading.Event()
+
+    def handled(data: bytes) -> None:
+        if data in sent:
+            late.wait(2.0)  # the echo of our own store arrives late: after the copy below was taken
+        handle(data)
+        heard.append(data)
+
+    def stored(*args: Any, announce: tuple[str, bytes], **kw: Any) -> bool:
+        sent.append(announce[1])
+        return put(*args, announce=announce, **kw)
+    store.subscription.on_message = handled
+    store.redis.put = stored  # type: ignore[method-assign]
+    assert gw.request().cache == "MISS"  # stored; its announcement may reach this worker at any later time
     assert gw.request().cache == "HIT"  # read from Redis, copy kept
+    late.set()
     client = redis_server_session.client()
-    for key in client.scan_iter(match=gw.cache.store.link.prefix + "cache:e:*"):
+    entries = gw.cache.store.link.prefix + "cache:e:*"
+    for key in client.scan_iter(match=entries):
         client.unlink(key)  # behind the gateway's back: only the copy is left
-    assert gw.request().source == "Redis" and gw.request().cache == "HIT"
-    time.sleep(0.35)
+    assert list(client.scan_iter(match=entries)) == []
+    assert len(sent) == 1 and wait_for(lambda: sent[0] in heard, timeout=2.0, step=0.01)
+    # The echo of our own store has been handled after the copy was taken: the copy stays.
+    assert gw.request().cache == "HIT"  # Redis has no entry: only the per-worker copy can answer
+    ticks.advance(0.29)
+    assert gw.request().cache == "HIT"
+    ticks.advance(0.02)  # past the bound
     assert gw.request().cache == "MISS"
+    assert len(gw.upstream_calls) == 3  # warm-up, first request, and the one after the copy expired
 
 
 def test_tier_copies_dropped_on_every_instance(redis_server_session: Any, links: list[RedisLink]) -> None:
@@ -203,8 +232,11 @@ def test_tier_copies_dropped_on_every_instance(redis_server_session: Any, links:
     second.request()
     assert first.request().cache == "HIT"
     second.cache.purge()
-    time.sleep(0.1)
-    assert first.request().cache == "MISS"
+    deadline = time.monotonic() + 0.5
+    while (answer := first.request().cache) == "HIT":  # the copy goes when the purge's message arrives
+        assert time.monotonic() < deadline, "the purge did not reach the other instance"
+        time.sleep(0.01)
+    assert answer == "MISS"
 
 
 def test_tier_off_while_redis_is_down(redis_server: Any, links: list[RedisLink]) -> None:
@@ -213,14 +245,14 @@ def test_tier_off_while_redis_is_down(redis_server: Any, links: list[RedisLink])
     gw.request()
     assert gw.request().cache == "HIT"
     redis_server.kill()
-    time.sleep(0.3)
-    assert not gw.cache.store.listening
-    assert gw.request().cache == "BYPASS"
-    redis_server.start()
-    deadline = time.monotonic() + 3
-    while not gw.cache.store.listening and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gw.request().cache in ("MISS", "BYPASS")
+    assert wait_for(lambda: not gw.cache.store.listening, timeout=3.0, step=0.01)
+    assert gw.request().cache == "BYPASS"  # no copy answers while changes could be missed
+    redis_server.start()  # empty: what was stored before is gone
+    labels: list[str | None] = []
+    assert wait_for(lambda: gw.cache.store.listening and not labels.append(gw.request().cache)
+                    and labels[-1] != "BYPASS", timeout=3.0)
+    assert labels[-1] == "MISS"  # Redis came back empty, and no copy from before the outage answered
+    assert gw.request().cache == "HIT"
 
 
 GEVENT_SCRIPT = """

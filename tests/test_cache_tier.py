@@ -13,7 +13,7 @@ from gateway.clock import FakeClock
 from gateway.config import load_settings
 from gateway.errors import CircuitOpen
 from gateway.redis_link import RedisLink
-from tests.cache_support import Gateway, new_prefix, redis_cache
+from tests.cache_support import Gateway, make_call, new_prefix, redis_cache
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_a_remembered_miss_goes_when_another_instance_stores_the_key(redis_serve
         except CircuitOpen:
             assert time.monotonic() < deadline, "the store did not reach the other instance"
             time.sleep(0.01)
-    assert answer.cache == "HIT" and answer.source == "Redis"
+    assert answer.cache == "HIT" and answer.body == b'{"id": 1}'  # second's entry, not first's remembered miss
+    assert first.upstream_calls == [] or all(c.path == "/warm-up" for c, _ in first.upstream_calls)
 
 
 def test_an_open_circuit_is_held_briefly_and_dropped_when_forced_closed(redis_server_session: Any) -> None:
@@ -84,3 +85,28 @@ def test_an_open_circuit_is_held_briefly_and_dropped_when_forced_closed(redis_se
     finally:
         one.close()
         two.close()
+
+
+def test_a_store_by_another_worker_drops_the_copy_and_a_fork_has_its_own_origin(
+        redis_server_session: Any, links: list[RedisLink], monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = instance(redis_server_session, links, new_prefix())
+    store = gw.cache.store
+    gw.request()
+    assert gw.request().cache == "HIT"
+    ((key, _),) = gw.cache.keys_for(make_call())
+    assert key in store._copies
+    store._on_message(b"drop")  # not an announcement of a store: every copy goes
+    assert not store._copies
+    gw.request()
+    assert key in store._copies
+    store._on_message(b"s:" + store.origin + b":" + key.encode())  # our own echo: kept
+    assert key in store._copies
+    other = b"0" * len(store.origin)
+    store._on_message(b"s:" + other + b":" + key.encode())  # a sibling's store of the key: dropped
+    assert key not in store._copies
+    gw.request()
+    store._on_message(b"k:" + key.encode())  # announced without an origin: dropped
+    assert key not in store._copies
+    mine = store.origin
+    monkeypatch.setattr("gateway.cache_tier.os.getpid", lambda: -1)  # as if forked from this process
+    assert store.origin != mine and len(store.origin) == len(mine)

@@ -19,6 +19,7 @@ def test_defaults_match_the_spec() -> None:
     assert (s.cb_volume_threshold, s.cb_reset_timeout, s.health_check_interval) == (3, 30, 10)
     assert s.max_body_bytes == 1_048_576 and s.forwarded_allow_ips == ("127.0.0.1", "::1")
     assert s.admin_token is None and s.ops_token is None
+    assert s.bind == "0.0.0.0"
     assert (s.log_level, s.log_format) == ("INFO", "json")
     orders = s.services["order-service"]
     assert (orders.prefix, orders.url, orders.cache) == ("/orders", "http://127.0.0.1:3002", True)
@@ -53,6 +54,8 @@ def test_fractions_and_zero_are_kept() -> None:
         ({"ORDER_SERVICE_URL": "http://x:99999"}, "ORDER_SERVICE_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"PORT": "70000"}, "PORT"),
+        ({"BIND": "0.0.0.0:3000"}, "BIND"),
+        ({"BIND": "every interface"}, "BIND"),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
         ({"CB_ERROR_THRESHOLD": "150"}, "CB_ERROR_THRESHOLD"),
         ({"CB_VOLUME_THRESHOLD": "2.5"}, "CB_VOLUME_THRESHOLD"),

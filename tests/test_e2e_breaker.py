@@ -86,7 +86,7 @@ def test_two_instances_see_one_breaker_and_let_one_probe_through(clean_samples: 
         # A slow probe: while it is out, every other request through either instance gets 503.
         with ThreadPoolExecutor(12) as pool:
             probe = pool.submit(get, one.url, "/tracking/_debug/slow-headers?ms=800")
-            time.sleep(0.2)
+            assert wait_for(lambda: clean_samples.stats("tracking-service")["requests"] == 1, 3.0, 0.01)
             others = list(pool.map(lambda i: get((one, two)[i % 2].url, "/tracking/_debug/status/200").status_code,
                                    range(10)))
             assert probe.result().status_code == 200

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.chaos import wait_for
 from tests.support.processes import REPO_ROOT, GatewayProcess, SampleServices, base_env, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -299,9 +300,11 @@ def test_bad_config_file_stops_startup_naming_the_line(tmp_path: Path) -> None:
 def test_sigterm_drains_in_flight_requests(samples: SampleServices, tmp_path: Path) -> None:
     env = {**samples.env(), "HEALTH_CHECK_INTERVAL": "0", "CB_TIMEOUT": "3"}
     with start_gateway(env, 1, log_dir=tmp_path) as gw:
+        arrived = samples.stats("tracking-service")["by_path"].get("/_debug/slow-headers", 0)
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
         conn.request("GET", "/tracking/_debug/slow-headers?ms=800")
-        time.sleep(0.2)
+        assert wait_for(lambda: samples.stats("tracking-service")["by_path"].get("/_debug/slow-headers", 0)
+                        > arrived, 5.0, 0.01)  # in flight: the service has it
         gw.terminate()
         response = conn.getresponse()
         assert response.status == 200

@@ -194,3 +194,21 @@ def test_client_going_away_counts_as_success() -> None:
     next(iterator)
     response.body.close()
     assert [o for o, _ in gw.breakers["order-service"].results] == [Outcome.SUCCESS]
+
+
+def test_a_probe_settles_the_circuit_before_the_client_has_the_answer() -> None:
+    from gateway.breaker import CircuitBreaker
+    from gateway.clock import FakeClock
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(SERVICE, clock)
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), Outcome.FAILURE, 0.01)
+    clock.advance(SERVICE.breaker.reset_timeout)
+    gw = engine(upstream(chunks=[b"a", b"b"]))
+    gw.breakers["order-service"] = breaker
+    response = forward_request(make_call(), gw)
+    assert breaker.state == "CLOSED"  # closed with the headers, before a byte of the body went out
+    assert drain(response) == b"ab"
+    snap = breaker.snapshot()
+    assert (snap["state"], snap["successes"], snap["failures"]) == ("CLOSED", 1, 3)  # counted once

@@ -13,6 +13,7 @@ from gateway.clock import FakeClock
 from gateway.config import load_settings
 from gateway.health import HealthMonitor, check_service, classify, summarize
 from gateway.redis_link import RedisLink
+from tests.support.chaos import wait_for
 from tests.support.local_http import LocalService, QuietHandler
 
 
@@ -121,8 +122,7 @@ def test_one_poller_per_instance_and_takeover(target: Target, tmp_path: Path) ->
             time.sleep(0.01)
         assert second.is_poller
         checks = second.services()["services"]["order-service"]["checks"]
-        time.sleep(0.3)
-        assert second.services()["services"]["order-service"]["checks"] > checks
+        assert wait_for(lambda: second.services()["services"]["order-service"]["checks"] > checks, 3.0, 0.01)
     finally:
         first.stop()
         second.stop()

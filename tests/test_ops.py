@@ -10,12 +10,12 @@ import pytest
 from flask import Flask, Response, g
 from prometheus_client.parser import text_string_to_metric_families
 
-from blueprints.ops import ops
+from blueprints.ops import OPEN_PATHS, guard, ops
 from gateway import __version__
 from gateway.breaker import Outcome
 from gateway.clock import FakeClock
 from gateway.config import load_settings
-from gateway.errors import GatewayError, error_body
+from gateway.errors import Forbidden, GatewayError, error_body
 from gateway.health import HealthMonitor
 from gateway.metrics import Metrics
 from gateway.stats import GatewayStats
@@ -171,6 +171,65 @@ def test_health_stays_open_with_a_token(tmp_path: Path) -> None:
     assert make_app(tmp_path, OPS_TOKEN=TOKEN).test_client().get("/health").status_code == 200
 
 
-def test_no_token_means_open(tmp_path: Path) -> None:
+LOOPBACK = ("127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "::ffff:127.0.0.1")
+REMOTE = ("203.0.113.7", "10.0.0.5", "192.168.1.20", "::ffff:203.0.113.7", "2001:db8::1", "0.0.0.0", "")
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_without_a_token_only_this_host_is_answered(tmp_path: Path, path: str) -> None:
     client = make_app(tmp_path).test_client()
-    assert all(client.get(path).status_code == 200 for path in PROTECTED)
+    for peer in LOOPBACK:
+        assert client.get(path, environ_base={"REMOTE_ADDR": peer}).status_code == 200, peer
+    for peer in REMOTE:
+        answer = client.get(path, environ_base={"REMOTE_ADDR": peer})
+        assert answer.status_code == 403, peer
+        error = answer.get_json()["error"]
+        assert error["code"] == "forbidden" and "OPS_TOKEN" in error["message"], error
+        # a token is no way around it: without OPS_TOKEN there is none to match
+        assert client.get(path, environ_base={"REMOTE_ADDR": peer},
+                          headers={"Authorization": "Bearer guess"}).status_code == 403
+
+
+@pytest.mark.parametrize(("peer", "forwarded_for", "status"), [
+    ("127.0.0.1", "203.0.113.7", 403),             # a proxy on this host, forwarding a remote client
+    ("127.0.0.1", "127.0.0.1, 203.0.113.7", 403),  # the remote client is the rightmost untrusted hop
+    ("127.0.0.1", "203.0.113.7, 127.0.0.1", 403),  # ... wherever trusted hops come after it
+    ("127.0.0.1", "127.0.0.1", 200),               # the proxy says: a client on this host
+    ("127.0.0.1", "", 200),
+    ("203.0.113.7", "127.0.0.1", 403),             # not a trusted proxy: its X-Forwarded-For is ignored
+    ("127.0.0.2", "203.0.113.7", 200),             # loopback but not in FORWARDED_ALLOW_IPS: the peer counts
+])
+def test_the_client_is_found_by_the_trusted_proxy_rule(tmp_path: Path, peer: str, forwarded_for: str,
+                                                       status: int) -> None:
+    client = make_app(tmp_path).test_client()
+    answer = client.get("/metrics", environ_base={"REMOTE_ADDR": peer}, headers={"X-Forwarded-For": forwarded_for})
+    assert answer.status_code == status
+
+
+def test_health_and_ready_stay_open_to_everyone(tmp_path: Path) -> None:
+    for env in ({}, {"OPS_TOKEN": TOKEN}):
+        client = make_app(tmp_path, **env).test_client()
+        assert client.get("/health", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 200
+    app = make_app(tmp_path)
+    with app.test_request_context("/ready", environ_base={"REMOTE_ADDR": "203.0.113.7"}):
+        guard()  # the readiness probe is exempt by name, wherever it is defined
+    with app.test_request_context("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"}), \
+            pytest.raises(Forbidden):
+        guard()
+
+
+def test_with_a_token_remote_clients_need_it(tmp_path: Path) -> None:
+    client = make_app(tmp_path, OPS_TOKEN=TOKEN).test_client()
+    remote = {"REMOTE_ADDR": "203.0.113.7"}
+    assert client.get("/metrics", environ_base=remote).status_code == 401
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 401  # local too
+    assert client.get("/metrics", environ_base=remote, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_every_route_but_the_open_ones_is_guarded(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("ops.")}
+    assert routes - OPEN_PATHS >= set(PROTECTED)
+    client = app.test_client()
+    for path in routes - OPEN_PATHS:
+        assert client.get(path, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 403, path

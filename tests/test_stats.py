@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,3 +225,71 @@ def test_redis_down_falls_back_to_local(redis_server, tmp_path: Path, clock: Fak
     stats.on_call(SERVICE, Outcome.SUCCESS, 0.01)
     assert stats.cache_stats()["requests"] == 2
     assert stats.breaker_stats()["services"][SERVICE]["successes"] == 1
+
+
+def two_instances(settings: Any, url: str, prefix: str, tmp_path: Path) -> tuple[list[RedisLink], GatewayStats,
+                                                                                GatewayStats]:
+    """Stats of two instances on one Redis (run directories a and b), without background flushers."""
+    links = [RedisLink(url, prefix) for _ in range(2)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clock = FakeClock()
+    return (links, GatewayStats(settings, links[0], clock, str(tmp_path / "a"), flush_interval=0),
+            GatewayStats(settings, links[1], clock, str(tmp_path / "b"), flush_interval=0))
+
+
+def test_shared_breaker_counts_come_with_its_state(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Right after a breaker opens in one instance, another reads OPEN with the failures that opened it."""
+    from gateway.breaker import BreakerRegistry
+    from gateway.errors import CircuitOpen
+
+    settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
+    links, writer, reader = two_instances(settings, redis_server.url, "gwcounts:", tmp_path)
+    opening = BreakerRegistry(settings, links[0], listeners=[writer])[SERVICE]
+    reading = BreakerRegistry(settings, links[1], listeners=[reader])
+    try:
+        opening.after_call(opening.before_call(), Outcome.SUCCESS, 0.01)
+        for _ in range(2):  # 2 of 3 failed: open
+            opening.after_call(opening.before_call(), Outcome.FAILURE, 0.01)
+        with pytest.raises(CircuitOpen):
+            opening.before_call()
+        # The writer has not flushed its stats: only the breaker's own record in Redis can say this.
+        entry = reader.breaker_stats(reading)["services"][SERVICE]
+        assert entry["state"] == "OPEN" and entry["counts_lagging"] is False
+        assert (entry["fires"], entry["successes"], entry["failures"], entry["rejects"]) == (4, 1, 2, 1)
+        assert (entry["failure_rate"], entry["window_calls"]) == (66.67, 3)
+        # Redis unreachable: the local figures are shown, labelled as lagging.
+        redis_server.kill()
+        assert reader.breaker_stats(reading)["services"][SERVICE]["counts_lagging"] is True
+    finally:
+        for link in links:
+            link.close()
+
+
+def test_rejects_held_by_a_worker_reach_the_shared_counts_at_its_next_flush(  # type: ignore[no-untyped-def]
+        redis_server, tmp_path: Path) -> None:
+    from gateway.breaker import BreakerRegistry
+    from gateway.errors import CircuitOpen
+    from tests.support.chaos import wait_for
+
+    settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
+    links, writer, reader = two_instances(settings, redis_server.url, "gwheld:", tmp_path)
+    registry = BreakerRegistry(settings, links[0], listeners=[writer])
+    writer._extensions = {"gateway.breakers": registry}  # as init_app does in a worker
+    breaker = registry[SERVICE]
+    reading = BreakerRegistry(settings, links[1])
+    try:
+        assert wait_for(lambda: registry.subscription.ensure(), 3.0, 0.01)  # OPEN answers may be held
+        for _ in range(3):
+            breaker.after_call(breaker.before_call(), Outcome.FAILURE, 0.01)
+        for _ in range(4):
+            with pytest.raises(CircuitOpen):
+                breaker.before_call()  # the first asks Redis, the others are answered here
+        assert breaker._held_rejects == 3
+        assert reader.breaker_stats(reading)["services"][SERVICE]["rejects"] == 1
+        writer.flush()
+        assert breaker._held_rejects == 0
+        assert reader.breaker_stats(reading)["services"][SERVICE]["rejects"] == 4
+    finally:
+        for link in links:
+            link.close()

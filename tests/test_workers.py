@@ -83,7 +83,7 @@ def test_sigterm_under_load_finishes_every_request_in_flight(clean_samples: Samp
         threads = [threading.Thread(target=slow, args=(600 + 100 * (i % 5),)) for i in range(16)]
         for thread in threads:
             thread.start()
-        time.sleep(0.3)  # every request is in flight
+        assert wait_for(lambda: clean_samples.stats("tracking-service")["requests"] == 16, 5.0, 0.01)  # all in flight
         gw.terminate()
         for thread in threads:
             thread.join(20)
@@ -105,13 +105,16 @@ def test_health_answers_draining_after_sigterm(clean_samples: SampleServices, tm
         first.read()
         slow = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
         slow.request("GET", "/tracking/_debug/slow-headers?ms=1500")
-        time.sleep(0.2)
+        assert wait_for(lambda: clean_samples.stats("tracking-service")["requests"] == 1, 5.0, 0.01)  # in flight
         gw.terminate()
-        time.sleep(0.3)
-        kept.request("GET", "/health")
-        draining = kept.getresponse()
-        body = json.loads(draining.read())
-        assert (draining.status, body) == (503, {"status": "draining"})
+
+        def draining() -> tuple[int, Any]:
+            kept.request("GET", "/health")  # 200 until the worker has handled the signal
+            answer = kept.getresponse()
+            return answer.status, json.loads(answer.read())
+        seen: list[tuple[int, Any]] = []
+        assert wait_for(lambda: seen.append(draining()) or seen[-1][0] != 200, 1.0, 0.02), seen
+        assert seen[-1] == (503, {"status": "draining"})
         assert slow.getresponse().status == 200
         kept.close()
         slow.close()

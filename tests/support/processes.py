@@ -347,9 +347,12 @@ class GatewayProcess(ManagedProcess):
                  log_dir: Path, cwd: Path = REPO_ROOT, app: str = "wsgi:app",
                  config: str | None = "gunicorn.conf.py") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Test gateways listen on loopback only (BIND), unless a test names another address.
+        self.host = env.get("BIND") or "127.0.0.1"
+        self.url = f"http://{self.host}:{self.port}"
         full_env = {**base_env(), **{spec.url_env: UNREACHABLE_URL for spec in SERVICES.values()},
-                    "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "LOG_FORMAT": "json", **env}
+                    "PORT": str(self.port), "BIND": self.host, "WEB_CONCURRENCY": str(workers), "LOG_FORMAT": "json",
+                    **env}
         config_args = ["-c", config] if config else []
         argv = [sys.executable, "-m", "gunicorn", *config_args, *extra_args, app]
         super().__init__(f"gateway-{self.port}", argv, log_dir=log_dir, env=full_env, cwd=cwd)
