@@ -287,8 +287,12 @@ class RedisStore:
         return token, [v for v in values if isinstance(v, bytes)]
 
     def release(self, name: str, token: str) -> None:
-        """Release the lock if it is still ours."""
-        self.link.run(lambda c: self._release(keys=[self._lock_key(name)], args=[token], client=c))
+        """Release the lock if it is still ours.
+
+        Sent even while the link skips Redis after a failure: a lock left behind would make every other
+        process's request for the key wait out its lease (the service timeout) before going upstream.
+        """
+        self.link.run(lambda c: self._release(keys=[self._lock_key(name)], args=[token], client=c), always=True)
 
     def is_locked(self, name: str) -> bool:
         """True while another process holds the lock for ``name``."""

@@ -321,3 +321,14 @@ def test_the_leader_finds_what_another_process_stored_while_it_took_the_lock(red
     first.cache.store.lock_and_read = lock_after_the_other_stored  # type: ignore[method-assign]
     assert first.request("/orders/raced").cache == "HIT"  # the double-check read with the lock found it
     assert len(first.upstream_calls) == 0 and len(second.upstream_calls) == 1
+
+
+def test_a_leaders_lock_is_released_even_while_the_link_skips_redis(redis_server_session: Any,
+                                                                   links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server_session, links)
+    store = gw.cache.store
+    token, _ = store.lock_and_read("skipped", 10.0)
+    assert token is not None
+    store.link.mark_down()  # a failure a moment ago: other commands are skipped for a second
+    store.release("skipped", token)
+    assert not redis_server_session.client().exists(store.link.key("cache", "l", "skipped"))
