@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote_to_bytes
 from gateway.config import ServiceConfig, Settings
 from gateway.errors import BadPath, InvalidJSON, NotImplementedFeature, PayloadTooLarge
 from gateway.messages import Headers, ProxyCall
+from gateway.server.http11 import INTERIM_KEY
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
@@ -254,4 +255,5 @@ def build_call(environ: Mapping[str, Any], service: ServiceConfig, settings: Set
         request_id=request_id,
         client_ip=client_ip_from(peer, given_for, settings.forwarded_allow_ips),
         upstream_headers=upstream_headers,
+        interim=environ.get(INTERIM_KEY),
     )

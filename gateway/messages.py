@@ -60,6 +60,8 @@ class ProxyCall:
     request_id: str
     client_ip: str
     upstream_headers: Headers = field(default_factory=list)  # what is sent upstream (forwarding headers added)
+    # Sends an interim (1xx) answer to the client before the final one: the server's, when it can.
+    interim: Callable[[int, str, Headers], None] | None = None
     breaker: str | None = None  # breaker state the call met (for logs): CLOSED, HALF_OPEN or OPEN
     upstream_s: float | None = None  # seconds to the upstream's response headers, when it was called
 

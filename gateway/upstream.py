@@ -9,12 +9,14 @@ are cooperative, so a pool of idle connections per service is all the concurrenc
 
 from __future__ import annotations
 
+import functools
 import http.client
 import select
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import ServiceConfig, Settings
@@ -40,16 +42,34 @@ class FinalResponse(http.client.HTTPResponse):
     """An ``HTTPResponse`` that reads past interim answers (102, 103, ...) to the final one.
 
     ``http.client`` skips only ``100 Continue``; any other 1xx would be taken for the answer and the
-    real one left in the socket for the next call. Interim answers are not forwarded (WSGI has no
-    way to send them) and never stored; ``101`` is left alone (no upgrade is ever asked for).
+    real one left in the socket for the next call. Each interim answer goes to ``interim`` (the
+    client's connection, where the gateway's server can send it: end-to-end headers only) and is
+    never stored; ``101`` is left alone (no upgrade is ever asked for).
     """
+
+    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None,
+                 interim: Callable[[int, str, Headers], None] | None = None) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.interim = interim
 
     def _read_status(self) -> tuple[str, int, str]:
         while True:
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if not (100 < status < 200) or status == 101:
                 return version, status, reason
-            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+            lines = http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+            if self.interim is not None:
+                self.interim(status, reason.strip(), end_to_end(interim_headers(lines)))
+
+
+def interim_headers(lines: list[bytes]) -> Headers:
+    """The header lines of an interim answer as (name, value) pairs (obs-fold and junk left out)."""
+    headers: Headers = []
+    for line in lines:
+        name, colon, value = line.decode("latin-1").rstrip("\r\n").partition(":")
+        if colon and name and name == name.strip() and not name.startswith((" ", "\t")):
+            headers.append((name, value.strip()))
+    return headers
 
 
 def still_open(conn: http.client.HTTPConnection) -> bool:
@@ -147,7 +167,8 @@ class UpstreamClient:
             # The second attempt never takes another pooled connection: it may be just as dead.
             conn, reused = pool.acquire(timeout, fresh=attempt == 2)
             try:
-                response = self._exchange(conn, pool, call.method, target, headers, call.body, started, timeout)
+                response = self._exchange(conn, pool, call.method, target, headers, call.body, started, timeout,
+                                          call.interim)
                 break
             except STALE_CONNECTION_ERRORS as exc:
                 conn.close()
@@ -175,7 +196,8 @@ class UpstreamClient:
 
     @staticmethod
     def _exchange(conn: http.client.HTTPConnection, pool: ServicePool, method: str, target: str,
-                  headers: Headers, body: bytes, started: float, timeout: float) -> http.client.HTTPResponse:
+                  headers: Headers, body: bytes, started: float, timeout: float,
+                  interim: Callable[[int, str, Headers], None] | None = None) -> http.client.HTTPResponse:
         # Connect plus response headers share one deadline: each phase gets what is left of it.
         if conn.sock is None:
             conn.connect()
@@ -191,6 +213,8 @@ class UpstreamClient:
         if body or method in {"POST", "PUT", "PATCH"}:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
+        reader = FinalResponse if interim is None else functools.partial(FinalResponse, interim=interim)
+        conn.response_class = reader  # type: ignore[assignment]  # http.client calls it as a class
         response = conn.getresponse()
         # From here on the timeout is the idle limit between body chunks. When the upstream will close
         # the connection, getresponse drops conn.sock, but the response still reads from that socket.

@@ -333,3 +333,16 @@ def test_a_body_the_gateway_cuts_short_ends_the_connection_without_a_traceback(
     raw = exchange(cut, GET + GET)
     assert raw.count(b"HTTP/1.1 200") == 1 and raw.endswith(b"12345")
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_interim_answers_go_out_before_the_final_one_to_http_1_1_clients() -> None:
+    def hinting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        environ["gateway.interim"](103, "Early Hints", [("Link", "</a.css>; rel=preload"), ("X-Bad", "a\r\nb")])
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    raw = exchange(hinting, GET)
+    assert raw.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert b"X-Bad" not in raw
+    old = exchange(hinting, b"GET / HTTP/1.0\r\n\r\n")
+    assert old.startswith(b"HTTP/1.1 200 OK") and b" 103 " not in old  # HTTP/1.0 knows no interim answers

@@ -286,6 +286,26 @@ def test_interim_answers_are_read_past_to_the_final_one() -> None:
         assert len(seen) == 2
 
 
+def test_interim_answers_go_to_the_calls_interim_sender_and_not_into_the_answer() -> None:
+    def with_interims(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x\r\nX: 1\r\n"
+                     b"X-Other: \r\n\r\n"
+                     b"HTTP/1.1 102 Processing\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        return True
+
+    sent: list[tuple[int, str, list[tuple[str, str]]]] = []
+    with scripted_server(with_interims) as (port, _):
+        client, call = client_and_call(port)
+        call.interim = lambda status, reason, headers: sent.append((status, reason, headers))
+        response = client.send(call)
+        assert response.status == 200 and response.read_all() == b"final"
+        assert not any(k.lower() == "link" for k, _ in response.headers)  # never part of the final answer
+    # End-to-end headers only: Connection and what it names go, as for every answer.
+    assert sent == [(103, "Early Hints", [("Link", "</a.css>; rel=preload"), ("X-Other", "")]),
+                    (102, "Processing", [])]
+
+
 @pytest.mark.parametrize(("peer", "expected"), [
     ("idle", True),
     ("closed", False),

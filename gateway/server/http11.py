@@ -41,6 +41,7 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "trailer", "transfer-encoding", "upgrade"})
 NO_BODY = frozenset({204, 304})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+INTERIM_KEY = "gateway.interim"  # environ: send(status, reason, headers) an interim answer before the final one
 
 
 class Limits:
@@ -347,6 +348,7 @@ class Connection:
         """Run the app for ``request`` and send its answer; True if the connection may serve another."""
         writer = Writer(self.sock, request)
         environ = self.environ_for(request)
+        environ[INTERIM_KEY] = writer.interim
         try:
             result = self.app(environ, writer.start_response)
         except Exception:
@@ -468,6 +470,18 @@ class Writer:
         lines.append("\r\n")
         self.sent_head = True
         return "".join(lines).encode("latin-1")
+
+    def interim(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        """Send an interim answer (102, 103, ...) now, before the final one; HTTP/1.0 clients get none."""
+        if self.sent_head or self.request.version != "1.1" or not 100 < status < 200 or status == 101:
+            return
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        for name, value in headers:
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                continue
+            lines.append(f"{name}: {value}\r\n")
+        lines.append("\r\n")
+        self.output("".join(lines).encode("latin-1", "replace"))
 
     def write(self, data: bytes) -> None:
         """Send one piece of the body (the head first, with it, if not sent yet)."""
