@@ -7,6 +7,7 @@ Sentinels rewrite their configuration file, so each gets its own writable copy i
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,19 +25,25 @@ FAILOVER_TIMEOUT_MS = 3000
 class SentinelProcess(ManagedProcess):
     """One ``redis-server <conf> --sentinel`` on 127.0.0.1."""
 
-    def __init__(self, folder: Path, primary_port: int) -> None:
-        self.port = free_port()
+    def __init__(self, folder: Path, port: int, myid: str, primary_port: int, replica_port: int,
+                 peers: list[tuple[int, str]]) -> None:
+        self.port = port
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "sentinel.conf"
+        # The replica and the other sentinels are written in, as a running sentinel would have recorded
+        # them, so the set is ready at once instead of after a few rounds of discovery.
         self.config.write_text("\n".join([
             f"port {self.port}",
             "bind 127.0.0.1",
             f"dir {folder}",
             "sentinel resolve-hostnames no",
+            f"sentinel myid {myid}",
             f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2",
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER} 1",
+            f"sentinel known-replica {MASTER} 127.0.0.1 {replica_port}",
+            *(f"sentinel known-sentinel {MASTER} 127.0.0.1 {peer_port} {peer_id}" for peer_port, peer_id in peers),
             "",
         ]))
         super().__init__(f"sentinel-{self.port}", ["redis-server", str(self.config), "--sentinel"],
@@ -50,7 +57,8 @@ class SentinelProcess(ManagedProcess):
         """What this sentinel says of the master (``SENTINEL MASTER``), or None when it does not answer."""
         client = self.client()
         try:
-            return client.sentinel_master(MASTER)  # type: ignore[no-any-return]
+            state: dict[str, object] = client.sentinel_master(MASTER)  # type: ignore[assignment]
+            return state
         except redis.RedisError:
             return None
         finally:
@@ -129,16 +137,27 @@ class SentinelSet:
             client.close()
 
     def ready(self) -> bool:
-        """Every sentinel sees the master up, the replica linked and the two other sentinels."""
+        """Every sentinel sees the first primary up, the replica linked and the two other sentinels."""
+        return self._settled(self.primary, self.replica)
+
+    def ready_for_failover(self) -> bool:
+        """Like :meth:`ready` for whichever node is master now (after a failover and a restart)."""
+        port = self.master_port()
+        masters = [s for s in self.servers if s.port == port]
+        replicas = [s for s in self.servers if s.port != port and s.running()]
+        if not masters or not replicas:
+            return False
+        return _linked(replicas[0], masters[0].port) and self._settled(masters[0], replicas[0])
+
+    def _settled(self, master: RedisServer, replica: RedisServer) -> bool:
         for sentinel in self.sentinels:
             state = sentinel.master_state()
-            if state is None or int(str(state.get("port"))) != self.primary.port:
+            if state is None or int(str(state.get("port"))) != master.port:
                 return False
             if "down" in str(state.get("flags", "")) or int(str(state.get("num-other-sentinels", 0))) < 2:
                 return False
-            linked = [r for r in sentinel.replicas() if int(str(r.get("port"))) == self.replica.port
-                      and r.get("master-link-status") == "ok" and "down" not in str(r.get("flags", ""))]
-            if not linked:
+            if not any(int(str(r.get("port"))) == replica.port and "down" not in str(r.get("flags", ""))
+                       for r in sentinel.replicas()):
                 return False
         return True
 
@@ -147,19 +166,38 @@ class SentinelSet:
         return [section for process in (*self.servers, *self.sentinels) for section in process.log_sections()]
 
 
+def _linked(replica: RedisServer, master_port: int) -> bool:
+    """Whether ``replica`` says it is in sync with the master on ``master_port``."""
+    client = redis.Redis(port=replica.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        info = client.info("replication")
+        return info.get("master_link_status") == "up" and int(info.get("master_port", 0)) == master_port
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 @contextmanager
 def start_sentinel_set(folder: Path, timeout: float = 20.0) -> Iterator[SentinelSet]:
     """Run a primary, a replica and three sentinels for the duration of the block (stopped by pid)."""
     with ExitStack() as stack:
-        primary = RedisServer(folder / "primary")
+        # No 5 s wait before a full sync (redis' default for diskless sync), on either side of a failover.
+        quick_sync = ["--repl-diskless-sync-delay", "0"]
+        primary = RedisServer(folder / "primary", quick_sync)
         stack.callback(primary.stop)
         primary.start()
-        replica = RedisServer(folder / "replica", ["--replicaof", "127.0.0.1", str(primary.port)])
+        replica = RedisServer(folder / "replica", [*quick_sync, "--replicaof", "127.0.0.1", str(primary.port)])
         stack.callback(replica.stop)
         replica.start()
+        # Linked before the sentinels start, so their first look at the replica finds it in sync.
+        replica.wait_until(lambda: _linked(replica, primary.port), timeout, "link to the primary")
         sentinels = []
-        for index in range(3):
-            sentinel = SentinelProcess(folder / f"sentinel{index}", primary.port)
+        ports = [free_port() for _ in range(3)]
+        ids = [secrets.token_hex(20) for _ in ports]
+        for index, (port, myid) in enumerate(zip(ports, ids, strict=True)):
+            peers = [(p, i) for p, i in zip(ports, ids, strict=True) if p != port]
+            sentinel = SentinelProcess(folder / f"sentinel{index}", port, myid, primary.port, replica.port, peers)
             stack.callback(sentinel.stop)
             sentinel.start()
             sentinels.append(sentinel)
