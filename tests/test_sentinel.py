@@ -20,7 +20,7 @@ import redis
 
 from gateway.config import ConfigError, RedisSentinel, load_settings
 from gateway.inventory import describe_services
-from gateway.redis_link import BlockingSentinelConnectionPool, RedisLink
+from gateway.redis_link import BlockingSentinelConnectionPool, RedisLink, StoreUnavailable
 from tests.support.chaos import Answer, Load, fetch, kinds, report, wait_for
 from tests.support.processes import REPO_ROOT, GatewayProcess, SampleServices, start_gateway
 from tests.support.sentinel import SentinelSet, start_sentinel_set
@@ -96,6 +96,23 @@ def test_link_reaches_the_master_the_sentinels_name(sentinel_set: SentinelSet) -
         assert link.url is not None and "mymaster" in link.url
     finally:
         link.close()
+
+
+def test_passwords_for_the_master_and_for_the_sentinels(tmp_path: Path) -> None:
+    with start_sentinel_set(tmp_path, password="data-secret", sentinel_password="sentinel-secret") as topology:
+        env = topology.env()
+        assert env["REDIS_PASSWORD"] == "data-secret" and env["REDIS_SENTINEL_PASSWORD"] == "sentinel-secret"
+        link = RedisLink(None, "gwsa:", sentinel=load_settings(env).redis_sentinel)
+        wrong = RedisLink(None, "gwsa:", sentinel=load_settings({**env, "REDIS_PASSWORD": "nope"}).redis_sentinel)
+        try:
+            link.run(lambda client: client.set(link.key("probe"), b"1", ex=30))
+            assert topology.primary.client().get("gwsa:probe") == b"1"
+            assert not wrong.ping() and wrong.status == "down"  # refused: fail open, never raise
+            with pytest.raises(StoreUnavailable):
+                wrong.run(lambda client: client.get("gwsa:probe"))
+        finally:
+            link.close()
+            wrong.close()
 
 
 def test_a_full_pool_makes_callers_wait_instead_of_failing(sentinel_set: SentinelSet) -> None:

@@ -26,7 +26,9 @@ class SentinelProcess(ManagedProcess):
     """One ``redis-server <conf> --sentinel`` on 127.0.0.1."""
 
     def __init__(self, folder: Path, port: int, myid: str, primary_port: int, replica_port: int,
-                 peers: list[tuple[int, str]]) -> None:
+                 peers: list[tuple[int, str]], password: str | None = None,
+                 sentinel_password: str | None = None) -> None:
+        self.password = sentinel_password
         self.port = port
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "sentinel.conf"
@@ -43,6 +45,9 @@ class SentinelProcess(ManagedProcess):
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER} 1",
             f"sentinel known-replica {MASTER} 127.0.0.1 {replica_port}",
+            *([f"sentinel auth-pass {MASTER} {password}"] if password else []),
+            *([f"requirepass {sentinel_password}", f"sentinel sentinel-pass {sentinel_password}"]
+              if sentinel_password else []),
             *(f"sentinel known-sentinel {MASTER} 127.0.0.1 {peer_port} {peer_id}" for peer_port, peer_id in peers),
             "",
         ]))
@@ -51,7 +56,7 @@ class SentinelProcess(ManagedProcess):
 
     def client(self) -> redis.Redis:
         """A short-lived client of this sentinel."""
-        return redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def master_state(self) -> dict[str, object] | None:
         """What this sentinel says of the master (``SENTINEL MASTER``), or None when it does not answer."""
@@ -75,10 +80,34 @@ class SentinelProcess(ManagedProcess):
             client.close()
 
 
+class DataNode(RedisServer):
+    """A redis-server of the set, which may require a password (also for the readiness PING)."""
+
+    def __init__(self, log_dir: Path, extra_args: list[str], password: str | None) -> None:
+        super().__init__(log_dir, extra_args)
+        self.password = password
+
+    def _answers_ping(self) -> bool:
+        probe = redis.Redis(port=self.port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(probe.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            probe.close()
+
+    def client(self, **options: object) -> redis.Redis:
+        """A client of this node, with its password."""
+        return super().client(**{"password": self.password, **options})
+
+
 class SentinelSet:
     """The primary, the replica and the three sentinels; ``env()`` points a gateway at them."""
 
-    def __init__(self, primary: RedisServer, replica: RedisServer, sentinels: list[SentinelProcess]) -> None:
+    def __init__(self, primary: RedisServer, replica: RedisServer, sentinels: list[SentinelProcess],
+                 password: str | None = None, sentinel_password: str | None = None) -> None:
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.primary = primary
         self.replica = replica
         self.sentinels = sentinels
@@ -95,7 +124,13 @@ class SentinelSet:
 
     def env(self) -> dict[str, str]:
         """The settings that point a gateway at this set."""
-        return {"REDIS_SENTINELS": self.addresses, "REDIS_SENTINEL_MASTER": MASTER}
+        env = {"REDIS_SENTINELS": self.addresses, "REDIS_SENTINEL_MASTER": MASTER}
+        if self.password:
+            env["REDIS_PASSWORD"] = self.password
+        if self.sentinel_password:
+            env["REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        return env
+
 
     def master_port(self) -> int | None:
         """The master's port as a majority of sentinels report it, or None without a majority."""
@@ -120,21 +155,11 @@ class SentinelSet:
         """Wait until the sentinels name ``port`` the master and it accepts writes; return the seconds waited."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if self.master_port() == port and self._writable(port):
+            if self.master_port() == port and _role(port, self.password) == "master":
                 return time.monotonic() - started
             time.sleep(0.1)
         raise AssertionError(f"the sentinels did not promote 127.0.0.1:{port} within {timeout} s\n"
                              + "\n".join(s.log_text()[-3000:] for s in self.sentinels))
-
-    @staticmethod
-    def _writable(port: int) -> bool:
-        client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return client.info("replication").get("role") == "master"
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
 
     def ready(self) -> bool:
         """Every sentinel sees the first primary up, the replica linked and the two other sentinels."""
@@ -147,7 +172,7 @@ class SentinelSet:
         replicas = [s for s in self.servers if s.port != port and s.running()]
         if not masters or not replicas:
             return False
-        return _linked(replicas[0], masters[0].port) and self._settled(masters[0], replicas[0])
+        return _linked(replicas[0], masters[0].port, self.password) and self._settled(masters[0], replicas[0])
 
     def _settled(self, master: RedisServer, replica: RedisServer) -> bool:
         for sentinel in self.sentinels:
@@ -166,42 +191,56 @@ class SentinelSet:
         return [section for process in (*self.servers, *self.sentinels) for section in process.log_sections()]
 
 
-def _linked(replica: RedisServer, master_port: int) -> bool:
-    """Whether ``replica`` says it is in sync with the master on ``master_port``."""
-    client = redis.Redis(port=replica.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+def _replication(port: int, password: str | None) -> dict[str, object]:
+    client = redis.Redis(port=port, password=password, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
-        info = client.info("replication")
-        return info.get("master_link_status") == "up" and int(info.get("master_port", 0)) == master_port
+        return dict(client.info("replication"))
     except redis.RedisError:
-        return False
+        return {}
     finally:
         client.close()
 
 
+def _role(port: int, password: str | None) -> object:
+    return _replication(port, password).get("role")
+
+
+def _linked(replica: RedisServer, master_port: int, password: str | None) -> bool:
+    """Whether ``replica`` says it is in sync with the master on ``master_port``."""
+    info = _replication(replica.port, password)
+    return info.get("master_link_status") == "up" and int(str(info.get("master_port", 0))) == master_port
+
+
 @contextmanager
-def start_sentinel_set(folder: Path, timeout: float = 20.0) -> Iterator[SentinelSet]:
-    """Run a primary, a replica and three sentinels for the duration of the block (stopped by pid)."""
+def start_sentinel_set(folder: Path, timeout: float = 20.0, password: str | None = None,
+                       sentinel_password: str | None = None) -> Iterator[SentinelSet]:
+    """Run a primary, a replica and three sentinels for the duration of the block (stopped by pid).
+
+    ``password``: the data nodes' ``requirepass`` (and ``masterauth``); ``sentinel_password``: the sentinels'.
+    """
     with ExitStack() as stack:
         # No 5 s wait before a full sync (redis' default for diskless sync), on either side of a failover.
-        quick_sync = ["--repl-diskless-sync-delay", "0"]
-        primary = RedisServer(folder / "primary", quick_sync)
+        quick_sync = ["--repl-diskless-sync-delay", "0",
+                      *(["--requirepass", password, "--masterauth", password] if password else [])]
+        primary = DataNode(folder / "primary", quick_sync, password)
         stack.callback(primary.stop)
         primary.start()
-        replica = RedisServer(folder / "replica", [*quick_sync, "--replicaof", "127.0.0.1", str(primary.port)])
+        replica = DataNode(folder / "replica", [*quick_sync, "--replicaof", "127.0.0.1", str(primary.port)], password)
         stack.callback(replica.stop)
         replica.start()
         # Linked before the sentinels start, so their first look at the replica finds it in sync.
-        replica.wait_until(lambda: _linked(replica, primary.port), timeout, "link to the primary")
+        replica.wait_until(lambda: _linked(replica, primary.port, password), timeout, "link to the primary")
         sentinels = []
         ports = [free_port() for _ in range(3)]
         ids = [secrets.token_hex(20) for _ in ports]
         for index, (port, myid) in enumerate(zip(ports, ids, strict=True)):
             peers = [(p, i) for p, i in zip(ports, ids, strict=True) if p != port]
-            sentinel = SentinelProcess(folder / f"sentinel{index}", port, myid, primary.port, replica.port, peers)
+            sentinel = SentinelProcess(folder / f"sentinel{index}", port, myid, primary.port, replica.port, peers,
+                                       password, sentinel_password)
             stack.callback(sentinel.stop)
             sentinel.start()
             sentinels.append(sentinel)
-        topology = SentinelSet(primary, replica, sentinels)
+        topology = SentinelSet(primary, replica, sentinels, password, sentinel_password)
         deadline = time.monotonic() + timeout
         while not topology.ready():
             for process in (*topology.servers, *sentinels):
