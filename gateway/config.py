@@ -199,6 +199,20 @@ def _url(setting: str, raw: Any, schemes: tuple[str, ...] = ("http", "https")) -
     return text.rstrip("/") if setting != "REDIS_URL" else text
 
 
+def _sentinel_address(text: str, raw: Any) -> tuple[str, int]:
+    """``host:port``, ``host`` (port 26379) or ``[v6 address]:port``, one item of ``REDIS_SENTINELS``."""
+    host, port_text = text, "26379"
+    if text.startswith("[") and text.endswith("]"):
+        host = text[1:-1]
+    elif text.startswith("[") or text.count(":") == 1:
+        host, _, port_text = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+    if not host or any(c.isspace() or c in "/@?#[]" for c in host) or not port_text.isdigit() \
+            or not 0 < int(port_text) < 65536:
+        raise ConfigError("REDIS_SENTINELS", f"expected host:port[,host:port...], got {raw!r}")
+    return host, int(port_text)
+
+
 def _sentinel(get: Any) -> RedisSentinel | None:
     """The Sentinel form (``REDIS_SENTINELS`` and its companions), or None when it is not used."""
     raw = get("REDIS_SENTINELS")
@@ -209,15 +223,7 @@ def _sentinel(get: Any) -> RedisSentinel | None:
         return None
     if get("REDIS_URL") is not None:
         raise ConfigError("REDIS_SENTINELS", "set either REDIS_URL (one Redis) or REDIS_SENTINELS (Sentinel), not both")
-    addresses: list[tuple[str, int]] = []
-    for item in str(raw).split(","):
-        text = item.strip()
-        host, colon, port_text = text.rpartition(":") if ":" in text else (text, "", "26379")
-        host = host.strip("[]") if colon else text
-        if not host or any(c.isspace() or c in "/@?#" for c in host) or not port_text.isdigit() \
-                or not 0 < int(port_text) < 65536:
-            raise ConfigError("REDIS_SENTINELS", f"expected host:port[,host:port...], got {raw!r}")
-        addresses.append((host, int(port_text)))
+    addresses = tuple(_sentinel_address(item.strip(), raw) for item in str(raw).split(","))
     master = get("REDIS_SENTINEL_MASTER")
     if master is None:
         raise ConfigError("REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS (the name the sentinels monitor, "
@@ -231,7 +237,7 @@ def _sentinel(get: Any) -> RedisSentinel | None:
               for name in ("REDIS_PASSWORD", "REDIS_USERNAME", "REDIS_SENTINEL_PASSWORD")}
     if secret["REDIS_USERNAME"] is not None and secret["REDIS_PASSWORD"] is None:
         raise ConfigError("REDIS_USERNAME", "needs REDIS_PASSWORD too")
-    return RedisSentinel(addresses=tuple(addresses), master=master, password=secret["REDIS_PASSWORD"],
+    return RedisSentinel(addresses=addresses, master=master, password=secret["REDIS_PASSWORD"],
                          username=secret["REDIS_USERNAME"], db=db, tls=tls,
                          sentinel_password=secret["REDIS_SENTINEL_PASSWORD"])
 
