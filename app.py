@@ -59,7 +59,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     access_log = configure_logging(settings.log_level, settings.log_format)
 
-    link = RedisLink(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else None
+    link = (RedisLink(settings.redis_url, settings.redis_key_prefix, sentinel=settings.redis_sentinel)
+            if settings.redis_url or settings.redis_sentinel else None)
     app.extensions["gateway.redis"] = link
     Lifecycle().init_app(app)
     stats = GatewayStats(settings, link)

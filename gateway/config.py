@@ -90,6 +90,28 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class RedisSentinel:
+    """Where the gateway finds its Redis through Sentinel: the sentinels, the master's name, how to log in.
+
+    ``password``, ``username``, ``db`` and ``tls`` are the master's (and so its replicas'), as in a
+    ``REDIS_URL``; ``sentinel_password`` is the sentinels' own, when they require one.
+    """
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str | None = None
+    username: str | None = None
+    db: int = 0
+    tls: bool = False
+    sentinel_password: str | None = None
+
+    def describe(self) -> str:
+        """A password-free line for listings and logs: ``redis+sentinel://h1:26379,h2:26379/mymaster/0``."""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.addresses)
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{self.master}/{self.db}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every gateway setting, validated."""
 
@@ -97,6 +119,7 @@ class Settings:
     bind: str = "0.0.0.0"  # the listen address (all interfaces: containers and Procfile platforms)
     web_concurrency: int = 1
     redis_url: str | None = None
+    redis_sentinel: RedisSentinel | None = None
     redis_key_prefix: str = "gw:"
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
     cache_ttl: float = 300.0
@@ -142,6 +165,8 @@ SERVICE_KEYS = {
 }
 BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
 HEALTH_KEYS = {"path", "interval", "timeout", "expected_status"}
+SENTINEL_ONLY = ("REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_PASSWORD", "REDIS_USERNAME",
+                 "REDIS_DB", "REDIS_TLS")
 LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
@@ -186,6 +211,49 @@ def _url(setting: str, raw: Any, schemes: tuple[str, ...] = ("http", "https")) -
     if setting != "REDIS_URL" and (parts.query or parts.username):
         raise ConfigError(setting, f"a service URL takes no query or credentials, got {raw!r}")
     return text.rstrip("/") if setting != "REDIS_URL" else text
+
+
+def _sentinel_address(text: str, raw: Any) -> tuple[str, int]:
+    """``host:port``, ``host`` (port 26379) or ``[v6 address]:port``, one item of ``REDIS_SENTINELS``."""
+    host, port_text = text, "26379"
+    if text.startswith("[") and text.endswith("]"):
+        host = text[1:-1]
+    elif text.startswith("[") or text.count(":") == 1:
+        host, _, port_text = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+    if not host or any(c.isspace() or c in "/@?#[]" for c in host) or not port_text.isdigit() \
+            or not 0 < int(port_text) < 65536:
+        raise ConfigError("REDIS_SENTINELS", f"expected host:port[,host:port...], got {raw!r}")
+    return host, int(port_text)
+
+
+def _sentinel(get: Any) -> RedisSentinel | None:
+    """The Sentinel form (``REDIS_SENTINELS`` and its companions), or None when it is not used."""
+    raw = get("REDIS_SENTINELS")
+    if raw is None:
+        for name in SENTINEL_ONLY:
+            if get(name) is not None:
+                raise ConfigError(name, "only used with REDIS_SENTINELS (with REDIS_URL, put it in the URL)")
+        return None
+    if get("REDIS_URL") is not None:
+        raise ConfigError("REDIS_SENTINELS", "set either REDIS_URL (one Redis) or REDIS_SENTINELS (Sentinel), not both")
+    addresses = tuple(_sentinel_address(item.strip(), raw) for item in str(raw).split(","))
+    master = get("REDIS_SENTINEL_MASTER")
+    if master is None:
+        raise ConfigError("REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS (the name the sentinels monitor, "
+                                                   "e.g. mymaster)")
+    master = str(master).strip()
+    if any(c.isspace() for c in master):
+        raise ConfigError("REDIS_SENTINEL_MASTER", f"a master name has no spaces, got {master!r}")
+    db = int(_number("REDIS_DB", get("REDIS_DB") or 0, integer=True))
+    tls = _bool("REDIS_TLS", get("REDIS_TLS") or False)
+    secret = {name: None if get(name) is None else str(get(name))
+              for name in ("REDIS_PASSWORD", "REDIS_USERNAME", "REDIS_SENTINEL_PASSWORD")}
+    if secret["REDIS_USERNAME"] is not None and secret["REDIS_PASSWORD"] is None:
+        raise ConfigError("REDIS_USERNAME", "needs REDIS_PASSWORD too")
+    return RedisSentinel(addresses=addresses, master=master, password=secret["REDIS_PASSWORD"],
+                         username=secret["REDIS_USERNAME"], db=db, tls=tls,
+                         sentinel_password=secret["REDIS_SENTINEL_PASSWORD"])
 
 
 def _prefix(setting: str, raw: Any) -> str:
@@ -442,6 +510,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     redis_url = get("REDIS_URL")
     if redis_url is not None:
         redis_url = _url("REDIS_URL", redis_url, schemes=("redis", "rediss", "unix"))
+    redis_sentinel = _sentinel(get)
     log_level = str(get("LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(sorted(LOG_LEVELS))}, got {get('LOG_LEVEL')!r}")
@@ -455,7 +524,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     if not 0 < port < 65536:
         raise ConfigError("PORT", f"expected 1-65535, got {get('PORT')!r}")
     bind = _bind_address(str(get("BIND") or "0.0.0.0"))
-    default_workers = 2 if redis_url else 1
+    default_workers = 2 if redis_url or redis_sentinel else 1
     workers = int(_number("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or default_workers, integer=True))
     if workers < 1:
         raise ConfigError("WEB_CONCURRENCY", "must be at least 1")
@@ -467,6 +536,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         bind=bind,
         web_concurrency=workers,
         redis_url=redis_url,
+        redis_sentinel=redis_sentinel,
         redis_key_prefix=str(get("REDIS_KEY_PREFIX") or "gw:"),
         cache_ttl=_number("CACHE_TTL", val("CACHE_TTL", 300)),
         cache_stale_grace=_number("CACHE_STALE_GRACE", val("CACHE_STALE_GRACE", 300)),

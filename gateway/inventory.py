@@ -82,7 +82,7 @@ def describe_services(settings: Settings, health: Any = None, breakers: Any = No
     return {
         "services": [describe_service(s, health, breakers) for s in settings.services.values()],
         "gateway": {
-            "redis": redact_url(settings.redis_url),
+            "redis": settings.redis_sentinel.describe() if settings.redis_sentinel else redact_url(settings.redis_url),
             "cache_stale_grace_s": settings.cache_stale_grace,
             "cache_max_object_bytes": settings.cache_max_object_bytes,
             "cache_max_entries": settings.cache_max_entries,
