@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 
 from bench import client, wrk
-from bench.cases import TTL_PREFIX, Bench, problems_of, raw
+from bench.cases import TTL_PREFIX, Bench, problems_of, raw, settled_upstream_calls
 from bench.report import Row, fmt_rps
 from bench.servers import Server
 
@@ -43,7 +43,7 @@ def stampede(bench: Bench, gateway: Server, mode: str) -> list[Row]:
     for index in range(bench.rounds):
         redis_up(gateway)
         key = f"stampede-{uuid.uuid4().hex[:12]}"
-        before = client.upstream_calls(bench.upstream.port)
+        before = settled_upstream_calls(bench.upstream.port)  # earlier cases' calls still in flight land first
         answers = client.concurrent_gets(gateway.port, f"/orders/{key}", STAMPEDE_CLIENTS)
         calls.append(client.upstream_calls(bench.upstream.port) - before)
         kinds = Counter(type(a).__name__ if isinstance(a, Exception) else f"{a.status} {a.headers.get('x-cache')}"
