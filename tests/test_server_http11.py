@@ -346,3 +346,23 @@ def test_interim_answers_go_out_before_the_final_one_to_http_1_1_clients() -> No
     assert b"X-Bad" not in raw
     old = exchange(hinting, b"GET / HTTP/1.0\r\n\r\n")
     assert old.startswith(b"HTTP/1.1 200 OK") and b" 103 " not in old  # HTTP/1.0 knows no interim answers
+
+
+def test_a_stopping_worker_answers_a_kept_connection_once_more_and_says_close() -> None:
+    state = {"alive": True}
+    app = Recorder()
+    client, server = socket.socketpair()
+    client.settimeout(5)
+    connection = Connection(server, ("127.0.0.1", 5000), app, {"SCRIPT_NAME": ""},
+                            Limits(keepalive=2.0, read_timeout=2.0), alive=lambda: state["alive"])
+    thread = threading.Thread(target=connection.serve, daemon=True)
+    thread.start()
+    client.sendall(GET)
+    first = client.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200") and b"Connection: close" not in first
+    state["alive"] = False  # SIGTERM arrives while the connection is kept alive
+    client.sendall(GET)
+    answer = read_all(client)  # still answered (as gunicorn does), then the connection ends
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
+    client.close()
+    thread.join(5)

@@ -303,8 +303,6 @@ class Connection:
                 if request is None or not self.answer(request):
                     return
                 self.served()
-                if not self.alive():
-                    return
                 self.pause()  # let the worker's other connections have their turn
         finally:
             try:
@@ -347,6 +345,8 @@ class Connection:
     def answer(self, request: Request) -> bool:
         """Run the app for ``request`` and send its answer; True if the connection may serve another."""
         writer = Writer(self.sock, request)
+        if not self.alive():
+            writer.close = True  # a stopping worker answers what it has read, then says Connection: close
         environ = self.environ_for(request)
         environ[INTERIM_KEY] = writer.interim
         try:
