@@ -70,7 +70,7 @@ class Request:
     """What the parser has seen of one request: its head, its body so far, whether it is complete."""
 
     __slots__ = ("method", "target", "headers", "version", "keep_alive", "upgrade", "body", "body_size",
-                 "complete", "expect_continue", "header_bytes")
+                 "complete", "expect_continue")
 
     def __init__(self) -> None:
         self.target = b""
@@ -80,7 +80,6 @@ class Request:
         self.complete = False
         self.upgrade = False
         self.expect_continue = False
-        self.header_bytes = 0
         self.method = "GET"
         self.version = "1.1"
         self.keep_alive = True
@@ -190,7 +189,6 @@ class Connection:
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.current
         assert request is not None
-        request.header_bytes += len(name) + len(value)
         if len(request.headers) >= self.limits.fields:
             raise Refused(errors.HeadersTooLarge("The request has too many header fields."))
         if len(name) + len(value) + 2 > self.limits.field_size:

@@ -206,6 +206,8 @@ class ManagedProcess:
 class RedisServer(ManagedProcess):
     """A throwaway redis-server on 127.0.0.1 without persistence."""
 
+    password: str | None = None  # a subclass whose server requires one sets it
+
     def __init__(self, log_dir: Path, extra_args: Sequence[str] = (), port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -221,7 +223,7 @@ class RedisServer(ManagedProcess):
         self.wait_until(self._answers_ping, timeout, "answer to PING")
 
     def _answers_ping(self) -> bool:
-        probe = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        probe = redis.Redis(port=self.port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
             return bool(probe.ping())
         except redis.RedisError:

@@ -87,15 +87,6 @@ class DataNode(RedisServer):
         super().__init__(log_dir, extra_args)
         self.password = password
 
-    def _answers_ping(self) -> bool:
-        probe = redis.Redis(port=self.port, password=self.password, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(probe.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            probe.close()
-
     def client(self, **options: object) -> redis.Redis:
         """A client of this node, with its password."""
         return super().client(**{"password": self.password, **options})
