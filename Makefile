@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## test-repeat: the whole suite COUNT times (default 20), each run in a new random order (pytest-randomly);
-## ARGS narrows it (ARGS=tests/test_cache_redis.py). Prints one line per run and a final tally of runs.
+## ARGS narrows it (ARGS=tests/cache/test_store_redis.py). Prints one line per run and a final tally of runs.
 COUNT ?= 20
 ARGS ?=
 test-repeat: $(STAMP)

@@ -19,22 +19,22 @@ from blueprints.ops import ops
 from blueprints.proxy import RestConverter, make_service_blueprint
 from blueprints.proxy_wsgi import ProxyWSGI
 from gateway import errors
-from gateway.breaker import BreakerRegistry
-from gateway.cache import ResponseCache
-from gateway.cache_tier import DEFAULT_BOUND as TIER_BOUND
-from gateway.config import Settings, load_settings
+from gateway.breaker.core import BreakerRegistry
+from gateway.cache.responses import ResponseCache
+from gateway.cache.tier import DEFAULT_BOUND as TIER_BOUND
+from gateway.config.settings import Settings, load_settings
 from gateway.forwarder import forward_request
-from gateway.health import HealthMonitor
-from gateway.inbound import request_id_from
-from gateway.instance_bus import InstanceBus
-from gateway.lifecycle import Lifecycle
+from gateway.http.inbound import request_id_from
+from gateway.http.upstream import UpstreamClient
 from gateway.messages import ProxyCall
-from gateway.redis_link import RedisLink
-from gateway.request_log import AccessLog, RequestLog, configure_logging
-from gateway.stats import GatewayStats
-from gateway.stats_history import StatsHistory
-from gateway.traffic import TrafficGuard, traffic_guard
-from gateway.upstream import UpstreamClient
+from gateway.observe.health import HealthMonitor
+from gateway.observe.lifecycle import Lifecycle
+from gateway.observe.request_log import AccessLog, RequestLog, configure_logging
+from gateway.observe.stats import GatewayStats
+from gateway.observe.stats_history import StatsHistory
+from gateway.redis.link import RedisLink
+from gateway.share.bus import InstanceBus
+from gateway.traffic.guard import TrafficGuard, traffic_guard
 
 log = logging.getLogger("gateway")
 

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 
-from gateway.config import ConfigError, load_settings
+from gateway.config.settings import ConfigError, load_settings
 
 try:
     _settings = load_settings()
@@ -22,9 +22,9 @@ except ConfigError as _error:
 # BIND (default 0.0.0.0, every interface) and PORT; an IPv6 address goes in brackets.
 bind = f"[{_settings.bind}]:{_settings.port}" if ":" in _settings.bind else f"{_settings.bind}:{_settings.port}"
 workers = _settings.web_concurrency
-# gunicorn's gevent worker with the gateway's own HTTP/1.1 connections (gateway/server/): strict framing,
+# gunicorn's gevent worker with the gateway's own HTTP/1.1 connections (gateway/http/): strict framing,
 # one send per answer. GUNICORN_WORKER_CLASS=gevent puts gunicorn's own parser back.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gateway.server.worker.GatewayWorker")
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gateway.http.worker.GatewayWorker")
 worker_connections = 2000
 preload_app = False
 # In-flight requests get longer than an upstream may take to answer before a worker is stopped.

@@ -9,10 +9,10 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from gateway.breaker import ACTIONS
+from gateway.breaker.core import ACTIONS
 from gateway.errors import CacheUnavailable, Forbidden, NotFound, Unauthorized
-from gateway.inventory import describe_services
-from gateway.redis_link import StoreUnavailable
+from gateway.observe.inventory import describe_services
+from gateway.redis.link import StoreUnavailable
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 

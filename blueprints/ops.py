@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gateway import __version__
 from gateway.errors import Forbidden, Unauthorized
-from gateway.inbound import client_ip_from, is_loopback
+from gateway.http.inbound import client_ip_from, is_loopback
 
 ops = Blueprint("ops", __name__)
 

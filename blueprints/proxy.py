@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import PathConverter
 
-from gateway.config import ServiceConfig
+from gateway.config.settings import ServiceConfig
 from gateway.forwarder import forward_request
-from gateway.inbound import VIA, build_call
+from gateway.http.inbound import VIA, build_call
 from gateway.messages import Headers, ProxyResponse, header_value, set_header
 
 FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -3,7 +3,7 @@
 ``create_app`` wraps ``app.wsgi_app`` in :class:`ProxyWSGI`. A request with a forwarded method whose
 path is under a service prefix is answered here with the blueprints' own pieces: ``request_id_from``,
 ``build_call``, ``forward_request``, ``proxy_headers``, ``error_answer`` and the shared
-:class:`~gateway.request_log.RequestLog`. Everything else — ops, admin, unknown prefixes, other
+:class:`~gateway.observe.request_log.RequestLog`. Everything else — ops, admin, unknown prefixes, other
 methods (405), upgrade requests, services whose prefixes nest — goes to Flask, where the service
 blueprints stay the registered routes and answer the same requests the same way.
 
@@ -24,12 +24,12 @@ from werkzeug.http import remove_entity_headers
 from werkzeug.urls import iri_to_uri
 
 from blueprints.proxy import FORWARDED_METHODS, proxy_headers
-from gateway.config import ServiceConfig, Settings
+from gateway.config.settings import ServiceConfig, Settings
 from gateway.errors import GatewayError, error_answer
 from gateway.forwarder import Engine, forward_request
-from gateway.inbound import build_call, request_id_from
+from gateway.http.inbound import build_call, request_id_from
 from gateway.messages import Headers, ProxyCall, set_header, without_headers
-from gateway.request_log import RequestLog
+from gateway.observe.request_log import RequestLog
 
 log = logging.getLogger("gateway")
 

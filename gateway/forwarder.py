@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from gateway.breaker import Outcome
+from gateway.breaker.core import Outcome
+from gateway.cache.passthrough import outcome_told
 from gateway.errors import CircuitOpen, GatewayError, GatewayTimeout, UpstreamError
-from gateway.exchange import outcome_told
 from gateway.messages import ProxyCall, ProxyResponse
-from gateway.traffic import TrafficGuard
+from gateway.traffic.guard import TrafficGuard
 
 
 class Engine(Protocol):
@@ -30,7 +30,7 @@ class Engine(Protocol):
     cache: Any
     breakers: Any
     upstream: Any
-    traffic: Any  # gateway.traffic.TrafficGuard: read only for services with rate limiting or CORS
+    traffic: Any  # gateway.traffic.guard.TrafficGuard: read only for services with rate limiting or CORS
 
 
 def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyResponse:

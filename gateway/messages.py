@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from gateway.config import ServiceConfig
+from gateway.config.settings import ServiceConfig
 
 Headers = list[tuple[str, str]]
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.breaker import Outcome, Ticket
-from gateway.config import load_settings
+from gateway.breaker.core import Outcome, Ticket
+from gateway.cache.passthrough import BodyStream, Exchange
+from gateway.config.settings import load_settings
 from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout
-from gateway.exchange import BodyStream, Exchange
 from gateway.forwarder import forward_request
 from gateway.messages import ProxyCall, ProxyResponse, UpstreamResponse
 
@@ -197,7 +197,7 @@ def test_client_going_away_counts_as_success() -> None:
 
 
 def test_a_probe_settles_the_circuit_before_the_client_has_the_answer() -> None:
-    from gateway.breaker import CircuitBreaker
+    from gateway.breaker.core import CircuitBreaker
     from gateway.clock import FakeClock
 
     clock = FakeClock()

@@ -1,0 +1,305 @@
+"""Where cached responses live: a per-worker LRU, or Redis shared by every worker and instance.
+
+Both stores hold, under one primary key, the encoded variants of one URL (one per ``Vary`` value
+set), and index every primary key by the path it belongs to, so a write to a path drops all its
+queries, variants and users at once. Values are opaque bytes here; ``cache_entry`` decodes them.
+Redis errors surface as :class:`StoreUnavailable`; the cache turns them into ``X-Cache: BYPASS``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.clock import Clock, system_clock
+from gateway.redis.link import RedisLink, StoreUnavailable
+
+__all__ = ["MemoryStore", "RedisStore", "StoreUnavailable"]
+
+
+@dataclass
+class _Slot:
+    group: str
+    expires_at: float
+    variants: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) + len(k) for k, v in self.variants.items()) + len(self.group) + 64
+
+
+class MemoryStore:
+    """A per-worker LRU bounded by entry count and bytes, expiring on the injected clock."""
+
+    source = "memory"
+
+    def __init__(self, max_entries: int, max_bytes: int, clock: Clock = system_clock) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._groups: dict[str, set[str]] = {}
+        self._bytes = 0
+        self._locks: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
+        """Return every stored variant of ``key`` (most recently used moves to the front)."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return []
+            if slot.expires_at <= self._clock():
+                self._remove(key)
+                return []
+            self._slots.move_to_end(key)
+            return list(slot.variants.values())
+
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            release: tuple[str, str] | None = None) -> bool:
+        """Store one variant under ``key`` for ``ttl`` seconds, indexed under ``group`` (the path).
+
+        ``release`` (a coalescing lock and its token) needs no releasing in a per-worker store.
+        """
+        with self._lock:
+            if len(blob) > self.max_bytes:
+                return False
+            now = self._clock()
+            slot = self._slots.get(key)
+            if slot is None or slot.expires_at <= now:
+                if slot is not None:
+                    self._remove(key)
+                slot = _Slot(group=group, expires_at=now + ttl)
+                self._slots[key] = slot
+                self._groups.setdefault(group, set()).add(key)
+            else:
+                self._bytes -= slot.size
+                slot.expires_at = max(slot.expires_at, now + ttl)
+            slot.variants[variant] = blob
+            self._bytes += slot.size
+            self._slots.move_to_end(key)
+            while self._slots and (len(self._slots) > self.max_entries or self._bytes > self.max_bytes):
+                self._remove(next(iter(self._slots)))
+            return key in self._slots
+
+    def _remove(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            return
+        self._bytes -= slot.size
+        members = self._groups.get(slot.group)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self._groups[slot.group]
+
+    def drop_groups(self, groups: list[str]) -> int:
+        """Drop every entry of the given paths; return how many primary keys went."""
+        with self._lock:
+            dropped = 0
+            for group in groups:
+                for key in list(self._groups.get(group, ())):
+                    self._remove(key)
+                    dropped += 1
+            return dropped
+
+    def purge(self, path: str | None = None, prefix: str | None = None) -> int:
+        """Drop one path, a subtree, or (neither given) everything; return how many keys went."""
+        if path is not None:
+            return self.drop_groups([path])
+        with self._lock:
+            groups = [g for g in self._groups if prefix is None or g.startswith(prefix)]
+        if prefix is not None:
+            return self.drop_groups(groups)
+        with self._lock:
+            count = len(self._slots)
+            self._slots.clear()
+            self._groups.clear()
+            self._bytes = 0
+            return count
+
+    def try_lock(self, name: str, lease: float) -> str | None:
+        """Within one worker the cache's own events coalesce; the store lock always succeeds."""
+        return "local"
+
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """:meth:`try_lock`; nothing is read with it here (None: look the entry up as usual)."""
+        return self.try_lock(name, lease), None
+
+    def release(self, name: str, token: str) -> None:
+        """Nothing to release in a per-worker store."""
+
+    def is_locked(self, name: str) -> bool:
+        """Never locked by another process."""
+        return False
+
+    def snapshot(self) -> dict[str, int]:
+        """Entry count and bytes held by this worker."""
+        with self._lock:
+            return {"keys": len(self._slots), "memory_used_bytes": self._bytes}
+
+
+# Store one variant, index its key under its path, and only ever lengthen either key's TTL, so a
+# path index never expires before an entry it must be able to drop; announce it, and release the
+# leader's coalescing lock if it is still its own (ARGV[6], KEYS[3]), all in one round trip.
+_PUT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SADD', KEYS[2], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+# Take the coalescing lock and, when it is ours, read the entry in the same call: the leader's
+# double-check (has another process stored the answer meanwhile?) costs no second round trip.
+_LOCK_AND_READ = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HVALS', KEYS[2])
+end
+return false
+"""
+
+# Drop every entry key indexed under the given path keys, then the indexes themselves.
+_DROP = """
+local n = 0
+for _, group in ipairs(KEYS) do
+  local members = redis.call('SMEMBERS', group)
+  for i = 1, #members, 500 do
+    n = n + redis.call('UNLINK', unpack(members, i, math.min(i + 499, #members)))
+  end
+  redis.call('UNLINK', group)
+end
+return n
+"""
+
+# Release a coalescing lock only if it is still ours (its lease may have passed to another leader).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+SCAN_COUNT = 500
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis MATCH pattern characters so a path is matched literally."""
+    return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
+
+
+class RedisStore:
+    """Entries in Redis hashes under ``<prefix>cache:e:``, path indexes under ``<prefix>cache:p:``."""
+
+    source = "Redis"
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._put = link.client.register_script(_PUT)
+        self._drop = link.client.register_script(_DROP)
+        self._release = link.client.register_script(_RELEASE)
+        self._lock_and_read = link.client.register_script(_LOCK_AND_READ)
+
+    def _entry_key(self, key: str) -> str:
+        return self.link.key("cache", "e", key)
+
+    def _group_key(self, group: str) -> str:
+        return self.link.key("cache", "p", group)
+
+    def _lock_key(self, name: str) -> str:
+        return self.link.key("cache", "l", name)
+
+    def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
+        """Return every stored variant of ``key`` (``direct`` matters only to a tier in front)."""
+        values = self.link.run(lambda c: c.hvals(self._entry_key(key)))
+        return [v for v in values if isinstance(v, bytes)]
+
+    def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
+            announce: tuple[str, bytes] | None = None, release: tuple[str, str] | None = None) -> bool:
+        """Store one variant with a TTL (milliseconds, at least 1 s) and index it under its path.
+
+        ``announce`` (channel, message) is published and ``release`` (lock name, token) released by
+        the same script, at no extra round trip.
+        """
+        ttl_ms = max(1000, int(ttl * 1000))
+        lock, token = release or ("", "")
+        keys = [self._entry_key(key), self._group_key(group), self._lock_key(lock)]
+        channel, message = announce or ("", b"")
+        args: list[bytes | str | int] = [variant, blob, ttl_ms, channel, message, token]
+        self.link.run(lambda c: self._put(keys=keys, args=args, client=c))
+        return True
+
+    def drop_groups(self, groups: list[str]) -> int:
+        """Drop every entry of the given paths; return how many keys went."""
+        if not groups:
+            return 0
+        keys = [self._group_key(g) for g in groups]
+        return int(self.link.run(lambda c: self._drop(keys=keys, args=[], client=c)))
+
+    def _scan(self, pattern: str) -> Iterator[list[str]]:
+        """Batches of keys matching ``pattern``: one SCAN step per Redis call, never KEYS."""
+        cursor = 0
+        while True:
+            at = cursor
+            step: Any = self.link.run(lambda c: c.scan(at, match=pattern, count=SCAN_COUNT))  # noqa: B023
+            cursor, found = int(step[0]), step[1]
+            if found:
+                yield [k.decode() if isinstance(k, bytes) else str(k) for k in found]
+            if cursor == 0:
+                return
+
+    def purge(self, path: str | None = None, prefix: str | None = None) -> int:
+        """Drop one path, a subtree, or (neither given) every cache key under the gateway's prefix."""
+        if path is not None:
+            return self.drop_groups([path])
+        count = 0
+        if prefix is not None:
+            head = self._group_key("")
+            for batch in self._scan(_glob_escape(head + prefix) + "*"):
+                count += self.drop_groups([k[len(head):] for k in batch])
+            return count
+        entry_head = self._entry_key("")
+        for batch in self._scan(_glob_escape(self.link.key("cache", "")) + "*"):
+            count += sum(1 for k in batch if k.startswith(entry_head))
+            self.link.run(lambda c: c.unlink(*batch))  # noqa: B023 (run calls it at once)
+        return count
+
+    def try_lock(self, name: str, lease: float) -> str | None:
+        """Take the cross-process coalescing lock for ``name``; return its token, or None if held elsewhere."""
+        token = uuid.uuid4().hex
+        lease_ms = max(1, int(lease * 1000))
+        got = self.link.run(lambda c: c.set(self._lock_key(name), token, nx=True, px=lease_ms))
+        return token if got else None
+
+    def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
+        """Take the lock for ``name`` and, if it is ours, read that key's variants in the same call."""
+        token = uuid.uuid4().hex
+        keys = [self._lock_key(name), self._entry_key(name)]
+        lease_ms = max(1, int(lease * 1000))
+        values = self.link.run(lambda c: self._lock_and_read(keys=keys, args=[token, lease_ms], client=c))
+        if not isinstance(values, list):
+            return None, None
+        return token, [v for v in values if isinstance(v, bytes)]
+
+    def release(self, name: str, token: str) -> None:
+        """Release the lock if it is still ours.
+
+        Sent even while the link skips Redis after a failure: a lock left behind would make every other
+        process's request for the key wait out its lease (the service timeout) before going upstream.
+        """
+        self.link.run(lambda c: self._release(keys=[self._lock_key(name)], args=[token], client=c), always=True)
+
+    def is_locked(self, name: str) -> bool:
+        """True while another process holds the lock for ``name``."""
+        return bool(self.link.run(lambda c: c.exists(self._lock_key(name))))
+
+    def snapshot(self) -> dict[str, int]:
+        """Cache entry keys (counted with SCAN) and the Redis server's memory in use."""
+        keys = sum(len(batch) for batch in self._scan(_glob_escape(self._entry_key("")) + "*"))
+        info = self.link.run(lambda c: c.info("memory"))
+        return {"keys": keys, "memory_used_bytes": int(info.get("used_memory", 0))}

@@ -1,0 +1,9 @@
+"""The wire: the gateway's HTTP/1.1 server under gunicorn, the inbound request, the upstream client.
+
+Owns: ``server`` (connections parsed with llhttp, answers written in one send), ``worker`` (the
+gunicorn worker class), ``inbound`` (a WSGI environ to a :class:`~gateway.messages.ProxyCall`),
+``upstream`` (the pooled client that sends a call to its service), ``redirects`` (prefix rewriting
+of the service's ``Location`` and cookie paths).
+
+May import: ``gateway.config``, ``gateway.errors``, ``gateway.messages``, ``gateway.clock``.
+"""

@@ -1,0 +1,102 @@
+"""One Redis pub/sub subscription per worker process, for what a worker may keep only while it hears every change.
+
+A worker keeps short-lived copies of shared state (cache entries, an open circuit) to spare a Redis
+round trip per request; it may use them only while it is sure to hear every change made elsewhere.
+:class:`Subscription` is live only once Redis has confirmed it, and calls ``on_reset`` whenever it
+(re)starts or is lost, so its holder drops everything it kept: a message missed while the
+subscription was down can never leave a stale copy in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.redis.link import RedisLink, StoreUnavailable
+
+log = logging.getLogger("gateway.redis")
+
+RETRY_SECONDS = 0.5
+CONFIRM_SECONDS = 2.0
+POLL_SECONDS = 0.2
+
+
+class Subscription:
+    """A per-process listener on one channel, started lazily in the serving (forked) process."""
+
+    def __init__(self, link: RedisLink, channel: str, on_message: Callable[[bytes], None],
+                 on_reset: Callable[[], None]) -> None:
+        self.link = link
+        self.channel = channel
+        self.on_message = on_message
+        self.on_reset = on_reset
+        self._pid: int | None = None
+        self._live = False
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    @property
+    def live(self) -> bool:
+        """True while every message published on the channel reaches this process."""
+        return self._live
+
+    def ensure(self) -> bool:
+        """Start the listener in this process if needed (threads do not survive a fork); return ``live``."""
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    self._pid = pid
+                    self._live = False
+                    self.on_reset()
+                    threading.Thread(target=self._listen, name=f"subscription {self.channel}", daemon=True).start()
+        return self._live
+
+    def publish(self, data: bytes) -> None:
+        """Publish ``data`` to every subscribed process (raises StoreUnavailable)."""
+        self.link.run(lambda client: client.publish(self.channel, data))
+
+    def stop(self) -> None:
+        """Stop listening (tests and shutdown)."""
+        self._stopped = True
+
+    def _listen(self) -> None:
+        while not self._stopped:
+            pubsub: Any = None
+            try:
+                pubsub = self.link.client.pubsub()
+                pubsub.subscribe(self.channel)
+                self._await_confirmation(pubsub)
+                self.on_reset()
+                self._live = True
+                while not self._stopped:
+                    message = pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is not None and message.get("type") == "message":
+                        data = message.get("data")
+                        self.on_message(data if isinstance(data, bytes) else str(data).encode())
+            except Exception:  # any failure: stop using what was kept until subscribed again
+                log.debug("subscription to %s lost", self.channel, exc_info=True)
+            finally:
+                self._live = False
+                self.on_reset()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+            if not self._stopped:
+                time.sleep(RETRY_SECONDS)
+
+    @staticmethod
+    def _await_confirmation(pubsub: Any) -> None:
+        """Wait until Redis confirms the subscription: a message published before that would be missed."""
+        deadline = time.monotonic() + CONFIRM_SECONDS
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and message.get("type") == "subscribe":
+                return
+        raise StoreUnavailable("no subscription confirmation from Redis")

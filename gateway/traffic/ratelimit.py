@@ -1,0 +1,330 @@
+"""Rate limiting per service (and path prefix): GCRA, in Redis for the whole gateway or in memory per worker.
+
+Each limit (``10/s``) is a GCRA cell: one number per client, the *theoretical arrival time* (TAT) of
+its next request. A limit of ``q`` per ``w`` seconds lets a client spend its ``q`` requests at once
+and earns one back every ``w/q`` seconds, so no client ever gets more than ``q`` in a row, nor more
+than one per ``w/q`` seconds on average. A request passes only if every limit of its rule lets it;
+a refused request spends nothing.
+
+With Redis, one EVALSHA decides every limit of the rule at once on Redis's own clock (``TIME``), so
+every worker and instance shares one count per client. A client close to a limit (less than
+``max(20, 10 %)`` of its quota left) is decided in Redis on every request. A client far from all
+its limits is counted by the worker against its last view of the shared cell, and the worker adds
+what it counted to Redis every ``SYNC_SECONDS`` in one call per client, taking back the shared
+view (every worker's and instance's requests): a Redis round trip costs a gevent worker more than
+a whole cache hit, and a request that cannot come near a limit need not pay it. Between two syncs
+each worker may admit at most what it saw as spare beyond that headroom, so the shared count is
+exact wherever a limit could be reached. Keys (``{…}`` is a hash tag:
+the limits of one client stay in one cluster slot, as one script call needs)::
+
+    <prefix>rl:{<digest of service, rule and client>}:<window seconds>   string  TAT in microseconds
+
+each with a TTL of the time until its client is back to a full quota (then the key means nothing).
+When Redis cannot be reached, the rule's ``redis_down`` decides: ``open`` lets the request through,
+``closed`` refuses it (503 ``rate_limit_unavailable``), ``local`` counts it in this worker's memory.
+
+Without Redis every worker keeps its own cells, bounded in number, on the injected clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cache.policy import credential_digest
+from gateway.clock import Clock, system_clock
+from gateway.config.traffic import LimitRule, RateLimitSettings
+from gateway.errors import RateLimited, RateLimitUnavailable
+from gateway.messages import Headers, ProxyCall
+from gateway.redis.link import RedisLink, StoreUnavailable
+
+log = logging.getLogger("gateway.ratelimit")
+
+EPSILON = 1e-9  # float slack: a request exactly on time passes
+MEMORY_CELLS = 100_000  # per worker; the least recently used client is forgotten past this
+SYNC_SECONDS = 0.05  # how often a worker adds the requests it counted itself to the shared cells
+VIEW_SECONDS = 1.0  # a worker's view of a shared cell older than this is asked for again
+HEADROOM_MIN, HEADROOM_SHARE = 20, 0.10  # closer to a limit than this, every request asks Redis
+
+# KEYS: one per limit. ARGV: per limit, its emission interval and its window, in microseconds; then
+# how many requests to count (1: decide one request; more: add requests a worker already admitted,
+# never refused). Returns {refused, then per limit: remaining, reset in microseconds}: for a passed
+# request what is left after it and when the quota is whole again; for a refused one, on a limit
+# that refused it, 0 and the wait until one more request would pass.
+GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local count = tonumber(ARGV[2 * #KEYS + 1] or '1')
+local tats, out, spare, refused = {}, {0}, {}, 0
+for i = 1, #KEYS do
+  local interval, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '') or now
+  if tat < now then tat = now end
+  local new = tat + interval * count
+  tats[i] = new
+  if count == 1 and new - window > now then
+    refused = 1
+    out[2 * i], out[2 * i + 1] = 0, new - window - now
+  else
+    out[2 * i], out[2 * i + 1] = math.max(0, math.floor((now + window - new) / interval)), new - now
+    spare[i] = {math.floor((now + window - tat) / interval), tat - now}
+  end
+end
+if refused == 1 then
+  out[1] = 1
+  for i, left in pairs(spare) do out[2 * i], out[2 * i + 1] = left[1], left[2] end
+  return out
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.max(1, math.ceil((tats[i] - now) / 1000)))
+end
+return out
+"""
+
+
+@dataclass
+class Verdict:
+    """What one rule said of one request: per limit ``(remaining, reset seconds)``, and whether it passes."""
+
+    refused: bool
+    states: list[tuple[int, float]]
+
+
+def _gcra(tats: list[float], rule: LimitRule, now: float) -> Verdict:
+    """The script's decision, in Python (seconds): updates ``tats`` in place when the request passes."""
+    news: list[float] = []
+    states: list[tuple[int, float]] = []
+    spare: list[tuple[int, tuple[int, float]]] = []
+    refused = False
+    index = 0
+    for interval, window, _ in rule.steps:
+        tat = tats[index]
+        if tat < now:
+            tat = now
+        new = tat + interval
+        news.append(new)
+        if new - window > now + EPSILON:
+            refused = True
+            states.append((0, new - window - now))
+        else:
+            states.append((int((now + window - new) / interval + EPSILON), new - now))
+            spare.append((index, (int((now + window - tat) / interval + EPSILON), tat - now)))
+        index += 1
+    if refused:
+        for index, left in spare:
+            states[index] = left  # this limit did not refuse: what it has left, nothing spent
+        return Verdict(True, states)
+    tats[:] = news
+    return Verdict(False, states)
+
+
+class MemoryCells:
+    """GCRA cells of one worker, least recently used forgotten past ``bound``; times from ``clock``."""
+
+    def __init__(self, clock: Clock = system_clock, bound: int = MEMORY_CELLS) -> None:
+        self.clock = clock
+        self.bound = bound
+        self._cells: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decide(self, key: str, rule: LimitRule) -> Verdict:
+        """Decide one request of ``key`` under ``rule``."""
+        now = self.clock()
+        with self._lock:
+            tats = self._cells.get(key)
+            if tats is None:
+                tats = [now] * len(rule.limits)
+                self._cells[key] = tats
+                if len(self._cells) > self.bound:
+                    self._cells.popitem(last=False)
+            else:
+                self._cells.move_to_end(key)
+            return _gcra(tats, rule, now)
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+
+class SharedView:
+    """A worker's view of one client's shared cells: their TATs on this worker's clock, and what it
+    admitted itself since it last told Redis."""
+
+    __slots__ = ("keys", "rule", "tats", "pending", "seen")
+
+    def __init__(self, keys: list[str], rule: LimitRule, tats: list[float], seen: float) -> None:
+        self.keys = keys
+        self.rule = rule
+        self.tats = tats
+        self.pending = 0
+        self.seen = seen
+
+    def roomy(self, now: float) -> bool:
+        """True while every limit has more than its headroom left: this worker may decide alone."""
+        if now - self.seen > VIEW_SECONDS:
+            return False
+        for (interval, window, _), limit, tat in zip(self.rule.steps, self.rule.limits, self.tats, strict=True):
+            headroom = max(HEADROOM_MIN, limit.quota * HEADROOM_SHARE)
+            if headroom >= limit.quota or (now + window - max(tat, now)) / interval < headroom + 1:
+                return False
+        return True
+
+
+def client_key(settings: RateLimitSettings, call: ProxyCall) -> str:
+    """Who the request is counted for: its IP (after the trusted-proxy rule), API key or credentials.
+
+    Secrets are never kept: a header's value and the credentials are digested. A request without
+    the header (or without credentials) is counted by its IP.
+    """
+    if settings.key == "header":
+        value = call.header(settings.header or "")
+        if value:
+            return "h:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    elif settings.key == "credentials":
+        if call.header("Authorization") is not None or call.header("Cookie") is not None:
+            return "c:" + credential_digest(call.headers)[:32]
+    return "ip:" + call.client_ip
+
+
+def _seconds(value: float) -> int:
+    whole = int(value)
+    return whole + 1 if value - whole > EPSILON else whole
+
+
+def limit_headers(rule: LimitRule, verdict: Verdict) -> Headers:
+    """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) for one decision."""
+    parts = []
+    for (_, _, head), (remaining, reset) in zip(rule.steps, verdict.states, strict=True):
+        parts.append(f"{head}{remaining};t={_seconds(reset)}")
+    return [("RateLimit-Policy", rule.policy), ("RateLimit", ", ".join(parts))]
+
+
+class RateLimiter:
+    """Decides, once per request, whether a client is within its service's limits."""
+
+    def __init__(self, link: RedisLink | None, clock: Clock = system_clock, stats: Any = None,
+                 memory_bound: int = MEMORY_CELLS, sync_seconds: float = SYNC_SECONDS) -> None:
+        self.link = link
+        self.memory = MemoryCells(clock, memory_bound)
+        self.stats = stats
+        self._script: Callable[..., Any] | None = link.client.register_script(GCRA) if link is not None else None
+        self._views: OrderedDict[str, SharedView] = OrderedDict()  # clients far from their limits
+        self._views_lock = threading.Lock()
+        self._syncer: threading.Thread | None = None
+        self.sync_seconds = sync_seconds  # 0: no background syncer (tests call sync() themselves)
+
+    def _count(self, service: str, event: str) -> None:
+        record = getattr(self.stats, "record_rate_limit", None)
+        if record is not None:
+            record(service, event)
+
+    def check(self, call: ProxyCall) -> Headers:
+        """The RateLimit headers for a request that may go on; raise :class:`RateLimited` if it may not."""
+        settings = call.service.rate_limit
+        assert settings is not None
+        rule = settings.rule_for(call.path)
+        if not rule.limits:
+            return []
+        who = f"{call.service.name}\0{rule.path or ''}\0{client_key(settings, call)}"
+        verdict = self._decide(call.service.name, settings, rule, who)
+        if verdict is None:
+            return []
+        headers = limit_headers(rule, verdict)
+        if verdict.refused:
+            self._count(call.service.name, "limited")
+            wait = max(reset for remaining, reset in verdict.states if remaining == 0)
+            headers += [("Retry-After", str(max(1, _seconds(wait)))), ("Cache-Control", "no-store")]
+            raise RateLimited(service=call.service.name, headers=headers)
+        return headers
+
+    def _decide(self, service: str, settings: RateLimitSettings, rule: LimitRule, who: str) -> Verdict | None:
+        """``who``: service, rule and client; kept as is in memory, digested into the Redis keys."""
+        if self.link is None or self._script is None:
+            return self.memory.decide(who, rule)
+        now = self.memory.clock()
+        with self._views_lock:
+            view = self._views.get(who)
+            if view is not None and view.rule is rule and view.roomy(now):
+                verdict = _gcra(view.tats, rule, now)  # passes: more than the headroom was left
+                view.pending += 1
+                self._start_syncer()
+                return verdict
+        tag = hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        keys = [self.link.key("rl", "{" + tag + "}", str(limit.window)) for limit in rule.limits]
+        args = rule.script_args
+        script = self._script
+        try:
+            raw = self.link.run(lambda client: script(keys=keys, args=args, client=client))
+        except StoreUnavailable:
+            self._forget(who)
+            mode = settings.redis_down
+            self._count(service, "redis_down_" + {"open": "allowed", "closed": "refused", "local": "local"}[mode])
+            if mode == "closed":
+                raise RateLimitUnavailable(service=service, headers=[("Retry-After", "1")]) from None
+            if mode == "local":
+                return self.memory.decide(who, rule)
+            return None
+        values = [int(v) for v in raw]
+        states = [(values[1 + 2 * i], values[2 + 2 * i] / 1_000_000) for i in range(len(rule.limits))]
+        verdict = Verdict(bool(values[0]), states)
+        if verdict.refused:
+            self._forget(who)
+        else:
+            self._remember(who, SharedView(keys, rule, [now + reset for _, reset in states], now))
+        return verdict
+
+    def _remember(self, who: str, view: SharedView) -> None:
+        with self._views_lock:
+            old = self._views.get(who)
+            if old is not None:
+                view.pending = old.pending  # admitted here and not yet told: told with the next sync
+            self._views[who] = view
+            self._views.move_to_end(who)
+            if len(self._views) > self.memory.bound:
+                self._views.popitem(last=False)
+
+    def _forget(self, who: str) -> None:
+        with self._views_lock:
+            self._views.pop(who, None)
+
+    def _start_syncer(self) -> None:
+        # Started on first use, in the serving (forked) worker; a daemon thread (a greenlet under gevent).
+        if self._syncer is None and self.sync_seconds > 0:
+            self._syncer = threading.Thread(target=self._sync_forever, name="gateway-rate-limits", daemon=True)
+            self._syncer.start()
+
+    def _sync_forever(self) -> None:
+        while True:
+            time.sleep(self.sync_seconds)
+            try:
+                self.sync()
+            except Exception:  # the syncer must outlive any one bad round
+                log.exception("rate limit sync failed")
+
+    def sync(self) -> None:
+        """Add what this worker admitted on its own to the shared cells, and take back their state."""
+        if self.link is None or self._script is None:
+            return
+        with self._views_lock:
+            due = [(who, view, view.pending) for who, view in self._views.items() if view.pending]
+        script = self._script
+        for who, view, count in due:
+            args = [*view.rule.script_args, count]
+            try:
+                raw = self.link.run(lambda client: script(keys=view.keys, args=args, client=client))  # noqa: B023
+            except StoreUnavailable:
+                self._forget(who)  # the next request decides in Redis (or by its redis_down rule)
+                continue
+            now = self.memory.clock()
+            values = [int(v) for v in raw]
+            with self._views_lock:
+                view.pending -= count
+                extra = view.pending  # admitted while Redis answered: on top of the shared state
+                view.tats = [now + values[2 + 2 * i] / 1_000_000 + extra * step[0]
+                             for i, step in enumerate(view.rule.steps)]
+                view.seen = now
