@@ -26,9 +26,10 @@ setup: $(STAMP)
 run: $(RUN_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$${PORT:-3000} $(BIN)/honcho -f Procfile.dev start -p $${PORT:-3000}
 
-## test: the whole suite (unit, real redis-server, end-to-end through gunicorn)
+## test: the whole suite (unit, real redis-server, end-to-end through gunicorn), TEST_JOBS processes side by side
+TEST_JOBS ?= 3
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS)
 
 ## test-repeat: the whole suite COUNT times (default 20), each run in a new random order (pytest-randomly);
 ## ARGS narrows it (ARGS=tests/cache/test_store_redis.py). Prints one line per run and a final tally of runs.
@@ -38,7 +39,7 @@ test-repeat: $(STAMP)
 	@logs=$$(mktemp -d -t gateway-test-repeat-XXXXXX); passed=0; failed=0; \
 	for run in $$(seq 1 $(COUNT)); do \
 	  seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); log=$$logs/run-$$run.log; \
-	  if $(BIN)/pytest -p randomly --randomly-seed=$$seed $(ARGS) > $$log 2>&1; then \
+	  if $(BIN)/pytest -n $(TEST_JOBS) -p randomly --randomly-seed=$$seed $(ARGS) > $$log 2>&1; then \
 	    passed=$$((passed + 1)); result=passed; else failed=$$((failed + 1)); result="FAILED (log: $$log)"; fi; \
 	  summary=$$(tail -n 1 $$log | sed 's/=//g; s/^ *//; s/ *$$//'); \
 	  echo "run $$run/$(COUNT), seed $$seed: $$result, $$summary"; \
