@@ -19,7 +19,7 @@ from blueprints.ops import ops
 from blueprints.proxy import RestConverter, make_service_blueprint
 from blueprints.proxy_wsgi import ProxyWSGI
 from gateway import errors
-from gateway.breaker.core import BreakerRegistry
+from gateway.breaker.registry import BreakerRegistry
 from gateway.cache.responses import ResponseCache
 from gateway.cache.tier import DEFAULT_BOUND as TIER_BOUND
 from gateway.config.settings import Settings, load_settings
