@@ -19,7 +19,7 @@ from blueprints.ops import ops
 from blueprints.proxy import RestConverter, make_service_blueprint
 from blueprints.proxy_wsgi import ProxyWSGI
 from gateway import errors
-from gateway.breaker.core import BreakerRegistry
+from gateway.breaker.registry import BreakerRegistry
 from gateway.cache.responses import ResponseCache
 from gateway.cache.tier import DEFAULT_BOUND as TIER_BOUND
 from gateway.config.settings import Settings, load_settings
@@ -67,7 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     stats.init_app(app)
     StatsHistory(app.extensions["gateway.metrics"], stats.run_dir, settings.stats_history_interval).init_app(app)
     # Several workers without Redis: invalidations and forced breaker states travel between them.
-    run_dir = os.environ.get("GATEWAY_RUN_DIR")
+    run_dir = settings.run_dir
     bus = InstanceBus(run_dir) if link is None and run_dir and settings.web_concurrency > 1 else None
     breakers = BreakerRegistry(settings, link, listeners=[stats], bus=bus)
     breakers.init_app(app)

@@ -39,7 +39,7 @@ control_socket_disable = True
 
 # One run directory per gateway instance, shared by its workers: stats snapshots, the health
 # poller's election lock, and prometheus_client's multiprocess files.
-_run_dir = os.environ.get("GATEWAY_RUN_DIR") or tempfile.mkdtemp(prefix="gateway-")
+_run_dir = _settings.run_dir or tempfile.mkdtemp(prefix="gateway-")
 os.environ["GATEWAY_RUN_DIR"] = _run_dir
 _metrics_dir = os.path.join(_run_dir, "metrics")
 os.makedirs(_metrics_dir, exist_ok=True)

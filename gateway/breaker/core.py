@@ -1,123 +1,37 @@
-"""Per-service circuit breakers: a rolling error-rate window, one probe in half-open, no lock across calls.
-
-The state machine::
-
-    CLOSED ──(>= volume calls in window, failure % > threshold)──► OPEN
-    OPEN ──(reset timeout elapsed; next call is the probe)──► HALF_OPEN
-    HALF_OPEN ──probe succeeds──► CLOSED (fresh window)
-    HALF_OPEN ──probe fails──► OPEN (another reset timeout)
+"""The in-process circuit breaker of one service: a rolling error-rate window, one probe in half-open.
 
 Every state change bumps a generation; a result whose ticket carries an older generation is counted
 in the statistics but changes no state. The lock only guards pure bookkeeping: it is never held while
 the protected call runs, so concurrent calls to a service stay concurrent under gevent.
-This module is the in-process breaker; ``gateway.breaker.shared`` shares the same rules across
-workers and instances through Redis.
+The state machine and the opening rule are in ``gateway.breaker.rules``; ``gateway.breaker.shared``
+keeps the same rules across workers and instances through Redis, with this breaker as its fallback.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
-import logging
 import math
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
+from gateway.breaker.rules import (
+    ACTIONS,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerCalls,
+    BreakerListener,
+    Outcome,
+    Ticket,
+    notify,
+    should_open,
+)
 from gateway.breaker.window import RollingWindow, build_snapshot
 from gateway.clock import Clock, system_clock
-from gateway.config.settings import ServiceConfig, Settings
-from gateway.errors import CircuitOpen, GatewayTimeout
-from gateway.redis.link import RedisLink
+from gateway.config.settings import ServiceConfig
+from gateway.errors import CircuitOpen
 
-log = logging.getLogger(__name__)
-
-CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
-ACTIONS = ("open", "close", "reset")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Outcome(enum.Enum):
-    """How a protected call ended; a TIMEOUT is a failure that is also counted in ``timeouts``."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """Permission for one call, to be handed back to ``after_call`` with its outcome."""
-
-    service: str
-    probe: bool
-    generation: Any  # opaque: which breaker (and which of its states) issued the ticket
-    started: float
-
-
-class BreakerListener(Protocol):
-    """Hooks for stats and metrics (pybreaker-style); any of them may be left out."""
-
-    def on_call(self, service: str, outcome: Outcome, latency_s: float) -> None: ...
-
-    def on_reject(self, service: str) -> None: ...
-
-    def on_state_change(self, service: str, old: str, new: str) -> None: ...
-
-
-def outcome_for(error: BaseException) -> Outcome:
-    """Classify an exception raised by a protected call."""
-    return Outcome.TIMEOUT if isinstance(error, GatewayTimeout) else Outcome.FAILURE
-
-
-def notify(listeners: Iterable[Any], hook: str, *args: Any) -> None:
-    """Call ``hook`` on every listener that has it; a failing listener never fails a request."""
-    for listener in listeners:
-        method = getattr(listener, hook, None)
-        if method is None:
-            continue
-        try:
-            method(*args)
-        except Exception:  # a stats bug must not turn into a 500
-            log.exception("breaker listener %r failed in %s", listener, hook)
-
-
-class BreakerCalls:
-    """The decorator style (a breaker wraps the upstream call), shared by the local and the Redis-backed breaker."""
-
-    name: str
-
-    def before_call(self) -> Ticket:
-        raise NotImplementedError
-
-    def after_call(self, ticket: Ticket, outcome: Outcome, latency_s: float) -> None:
-        raise NotImplementedError
-
-    def __call__(self, fn: F) -> F:
-        """Wrap ``fn`` so each call asks the breaker first and reports how it ended."""
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            ticket = self.before_call()
-            started = time.perf_counter()
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as error:
-                self.after_call(ticket, outcome_for(error), time.perf_counter() - started)
-                raise
-            failed = getattr(result, "status", 200) >= 500
-            self.after_call(ticket, Outcome.FAILURE if failed else Outcome.SUCCESS, time.perf_counter() - started)
-            return result
-
-        return guarded  # type: ignore[return-value]
-
-
-def should_open(calls: int, failures: int, settings: Any) -> bool:
-    """CLOSED -> OPEN rule: enough volume and a failure percentage strictly above the threshold."""
-    return calls >= settings.volume_threshold and calls > 0 and failures * 100.0 / calls > settings.error_threshold
+# Importers of these names from here (the request flow, the operators' routes) keep working.
+__all__ = ["ACTIONS", "CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "Outcome", "Ticket"]
 
 
 def _zero_totals() -> dict[str, int]:
@@ -128,11 +42,11 @@ class CircuitBreaker(BreakerCalls):
     """The in-process breaker of one service (also the fallback of the Redis-backed one)."""
 
     def __init__(self, service: ServiceConfig, clock: Clock = system_clock,
-                 listeners: list[Any] | None = None) -> None:
+                 listeners: list[BreakerListener] | None = None) -> None:
         self.name = service.name
         self.service = service
         self.settings = service.breaker
-        self.listeners: list[Any] = listeners if listeners is not None else []
+        self.listeners: list[BreakerListener] = listeners if listeners is not None else []
         self.clock = clock
         self._lock = threading.Lock()  # guards bookkeeping only, never the protected call
         self._window = RollingWindow(self.settings.rolling_window)
@@ -276,81 +190,8 @@ class CircuitBreaker(BreakerCalls):
             self._emit(events)
         return self.snapshot()
 
+    def forget_open(self) -> None:
+        """Nothing to forget: this breaker's state is its own."""
 
-class BreakerRegistry:
-    """One breaker per configured service; Redis-backed (with local fallback) when a link is given."""
-
-    def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
-                 listeners: Iterable[Any] = (), *, shared_clock: Clock | None = None,
-                 bus: Any = None) -> None:
-        # shared_clock replaces Redis's TIME inside the scripts; tests use it to drive time exactly.
-        self.settings = settings
-        self.link = link
-        # Without Redis each worker has its own breakers; the instance bus carries forced states to
-        # the sibling workers, so an operator's "open" holds whichever worker answers.
-        self.bus = bus
-        if bus is not None:
-            bus.subscribe("breaker", self._apply_forced)
-        self.listeners: list[Any] = list(listeners)
-        self._breakers: dict[str, Any] = {
-            name: CircuitBreaker(service, clock, self.listeners) for name, service in settings.services.items()
-        }
-        if link is not None:
-            from gateway.breaker.shared import BreakerScripts, SharedBreaker  # imports this module
-            from gateway.redis.subscription import Subscription
-
-            scripts = BreakerScripts(link)
-            # Forced states are announced here, so no process keeps answering an OPEN it remembers.
-            self.subscription = Subscription(link, link.key("cb", "forced"), self._forget_open, self._forget_all)
-            self._breakers = {
-                name: SharedBreaker(local.service, link, scripts, local, self.listeners, shared_clock,
-                                    subscription=self.subscription)
-                for name, local in self._breakers.items()
-            }
-
-    def __getitem__(self, name: str) -> Any:
-        """The breaker of service ``name``; KeyError if there is no such service."""
-        if self.bus is not None:
-            self.bus.poll()
-        return self._breakers[name]
-
-    def force(self, name: str, action: str) -> dict[str, Any]:
-        """Force service ``name``'s breaker (open, close, reset) in every worker; return its snapshot."""
-        snapshot = self[name].force(action)
-        if self.bus is not None:
-            self.bus.publish("breaker", {"service": name, "action": action})
-        return snapshot  # type: ignore[no-any-return]
-
-    def _forget_open(self, name: bytes) -> None:
-        breaker = self._breakers.get(name.decode(errors="replace"))
-        if breaker is not None:
-            breaker.forget_open()
-
-    def _forget_all(self) -> None:
-        for breaker in getattr(self, "_breakers", {}).values():
-            forget = getattr(breaker, "forget_open", None)
-            if forget is not None:
-                forget()
-
-    def _apply_forced(self, message: dict[str, Any]) -> None:
-        breaker = self._breakers.get(str(message.get("service")))
-        if breaker is not None and message.get("action") in ACTIONS:
-            breaker.force(message["action"], quiet=True)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._breakers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._breakers)
-
-    def add_listener(self, listener: Any) -> None:
-        """Subscribe ``listener`` (on_call / on_reject / on_state_change) to every breaker."""
-        self.listeners.append(listener)
-
-    def snapshot(self) -> dict[str, Any]:
-        """``{"services": {name: {...}}}`` for ``/stats/circuit-breakers``."""
-        return {"services": {name: breaker.snapshot() for name, breaker in self._breakers.items()}}
-
-    def init_app(self, app: Any) -> None:
-        """Store the registry as ``app.extensions["gateway.breakers"]``."""
-        app.extensions["gateway.breakers"] = self
+    def push_held(self) -> None:
+        """Nothing held back: every reject is counted as it happens."""

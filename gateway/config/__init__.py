@@ -1,7 +1,14 @@
 """Settings: the environment table, the ``GATEWAY_CONFIG`` file, per-service overrides, validation.
 
-Owns: ``settings`` (``Settings``, ``ServiceConfig``, ``load_settings``), ``traffic`` (rate-limit and
-CORS sections).
+Owns, lower modules first (none imports a higher one)::
+
+    values        ConfigError, the readers of one raw value, ``option`` (a setting declared once)
+    traffic       a service's rate_limit and cors sections
+    services      ServiceConfig, its breaker and health check, reading a service's entry
+    sentinel      Redis through Sentinel (REDIS_SENTINELS and its companions)
+    environment   the environment as read, and the readers of the gateway-wide variables
+    file          the GATEWAY_CONFIG file, with file:line:col for every error in it
+    settings      Settings (the environment table) and load_settings; what the rest of the gateway imports
 
 May import: nothing else of the gateway.
 """

@@ -1,8 +1,8 @@
 """The ``rate_limit`` and ``cors`` settings of a service: their shapes and their validation.
 
 Both are off unless a service's ``GATEWAY_CONFIG`` entry sets them. Errors are
-:class:`gateway.config.settings.ConfigError` naming the setting (``services.<name>.rate_limit.limits``...);
-``gateway.config.settings`` adds the file, line and column.
+:class:`~gateway.config.values.ConfigError` naming the setting (``services.<name>.rate_limit.limits``...);
+``gateway.config.file`` adds the file, line and column.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
+
+from gateway.config.values import ConfigError, check_keys, number, switch
 
 RATE_LIMIT_KEYS = {"key", "limits", "paths", "redis_down"}
 CORS_KEYS = {"origins", "methods", "headers", "expose_headers", "credentials", "max_age"}
@@ -117,32 +119,18 @@ class CorsSettings:
         return False
 
 
-def _error(setting: str, message: str) -> Exception:
-    from gateway.config.settings import ConfigError
-
-    return ConfigError(setting, message)
-
-
-def _unknown(setting: str, raw: Mapping[str, Any], valid: set[str]) -> None:
-    from gateway.config.settings import unknown_key
-
-    bad = sorted(map(str, set(raw) - valid))
-    if bad:
-        raise unknown_key(f"{setting}.{bad[0]}", bad[0], valid)
-
-
 def parse_limit(setting: str, raw: Any) -> Limit:
     """``"10/s"``, ``"1000/h"``, ``"100/5m"``: a quota per window."""
     text = str(raw).strip().lower()
     match = LIMIT.fullmatch(text) if not isinstance(raw, bool) else None
     if match is None or match.group(3) not in UNITS:
-        raise _error(setting, f"a limit looks like 10/s, 1000/h or 100/5m (units s, m, h, d), got {raw!r}")
+        raise ConfigError(setting, f"a limit looks like 10/s, 1000/h or 100/5m (units s, m, h, d), got {raw!r}")
     quota = int(match.group(1))
     window = int(match.group(2) or 1) * UNITS[match.group(3)]
     if quota < 1 or window < 1:
-        raise _error(setting, f"a limit needs a quota and a window of at least 1, got {raw!r}")
+        raise ConfigError(setting, f"a limit needs a quota and a window of at least 1, got {raw!r}")
     if window > 7 * 86400:
-        raise _error(setting, f"a window is at most 7 days, got {raw!r}")
+        raise ConfigError(setting, f"a window is at most 7 days, got {raw!r}")
     return Limit(quota=quota, window=window, name=WINDOW_NAMES.get(window, f"per-{window}s"))
 
 
@@ -150,12 +138,12 @@ def _rule(setting: str, raw: Any, path: str | None) -> LimitRule:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        raise _error(setting, f"expected a list of limits like [\"10/s\", \"1000/h\"], got {raw!r}")
+        raise ConfigError(setting, f"expected a list of limits like [\"10/s\", \"1000/h\"], got {raw!r}")
     limits: list[Limit] = []
     for item in raw:
         limit = parse_limit(setting, item)
         if any(other.window == limit.window for other in limits):
-            raise _error(setting, f"two limits with the same window ({limit.name}); keep the lower one")
+            raise ConfigError(setting, f"two limits with the same window ({limit.name}); keep the lower one")
         limits.append(limit)
     limits.sort(key=lambda limit: limit.window)
     policy = ", ".join(f'"{limit.name}";q={limit.quota};w={limit.window}' for limit in limits)
@@ -167,8 +155,8 @@ def parse_rate_limit(setting: str, raw: Any, prefix: str) -> RateLimitSettings |
     if raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in {"off", "false"}):
         return None
     if not isinstance(raw, Mapping):
-        raise _error(setting, f"expected off or a mapping of {', '.join(sorted(RATE_LIMIT_KEYS))}, got {raw!r}")
-    _unknown(setting, raw, RATE_LIMIT_KEYS)
+        raise ConfigError(setting, f"expected off or a mapping of {', '.join(sorted(RATE_LIMIT_KEYS))}, got {raw!r}")
+    check_keys(setting, raw, RATE_LIMIT_KEYS)
     key_text = str(raw.get("key", "ip")).strip()
     header: str | None = None
     if key_text.lower() in {"ip", "credentials"}:
@@ -176,27 +164,27 @@ def parse_rate_limit(setting: str, raw: Any, prefix: str) -> RateLimitSettings |
     elif key_text.lower().startswith("header:") and TOKEN.fullmatch(key_text[7:].strip()):
         key, header = "header", key_text[7:].strip()
     else:
-        raise _error(f"{setting}.key", f"expected ip, credentials or header:<Name>, got {raw.get('key')!r}")
+        raise ConfigError(f"{setting}.key", f"expected ip, credentials or header:<Name>, got {raw.get('key')!r}")
     if "limits" not in raw:
-        raise _error(f"{setting}.limits", "required: a list of limits like [\"10/s\", \"1000/h\"]")
+        raise ConfigError(f"{setting}.limits", "required: a list of limits like [\"10/s\", \"1000/h\"]")
     rule = _rule(f"{setting}.limits", raw["limits"], None)
     if not rule.limits:
-        raise _error(f"{setting}.limits", "at least one limit (or rate_limit: off)")
+        raise ConfigError(f"{setting}.limits", "at least one limit (or rate_limit: off)")
     paths: list[LimitRule] = []
     raw_paths = raw.get("paths") or {}
     if not isinstance(raw_paths, Mapping):
-        raise _error(f"{setting}.paths", f"expected a mapping of path prefix to limits, got {raw_paths!r}")
+        raise ConfigError(f"{setting}.paths", f"expected a mapping of path prefix to limits, got {raw_paths!r}")
     for path, limits in raw_paths.items():
         text = str(path).strip()
         where = f"{setting}.paths.{text}"
         if not (text == prefix or text.startswith(prefix + "/")) or text.endswith("/") or "//" in text:
-            raise _error(where, f"a path prefix is the client's path under {prefix} (like {prefix}/search), "
+            raise ConfigError(where, f"a path prefix is the client's path under {prefix} (like {prefix}/search), "
                                 f"got {path!r}")
         paths.append(_rule(where, limits, text))
     paths.sort(key=lambda rule: len(rule.path or ""), reverse=True)
     redis_down = str(raw.get("redis_down", "open")).strip().lower()
     if redis_down not in REDIS_DOWN:
-        raise _error(f"{setting}.redis_down", f"expected open, closed or local, got {raw.get('redis_down')!r}")
+        raise ConfigError(f"{setting}.redis_down", f"expected open, closed or local, got {raw.get('redis_down')!r}")
     return RateLimitSettings(key=key, header=header, rule=rule, paths=tuple(paths), redis_down=redis_down)
 
 
@@ -204,7 +192,7 @@ def _names(setting: str, raw: Any, *, upper: bool) -> tuple[list[str], bool]:
     if isinstance(raw, str):
         raw = [part for part in raw.split(",") if part.strip()]
     if not isinstance(raw, list):
-        raise _error(setting, f"expected a list, got {raw!r}")
+        raise ConfigError(setting, f"expected a list, got {raw!r}")
     names: list[str] = []
     wildcard = False
     for item in raw:
@@ -213,7 +201,7 @@ def _names(setting: str, raw: Any, *, upper: bool) -> tuple[list[str], bool]:
             wildcard = True
             continue
         if isinstance(item, bool) or not TOKEN.fullmatch(text):
-            raise _error(setting, f"not a valid {'method' if upper else 'header name'}: {item!r}")
+            raise ConfigError(setting, f"not a valid {'method' if upper else 'header name'}: {item!r}")
         names.append(text.upper() if upper else text)
     return names, wildcard
 
@@ -223,13 +211,13 @@ def parse_cors(setting: str, raw: Any) -> CorsSettings | None:
     if raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in {"off", "false"}):
         return None
     if not isinstance(raw, Mapping):
-        raise _error(setting, f"expected off or a mapping of {', '.join(sorted(CORS_KEYS))}, got {raw!r}")
-    _unknown(setting, raw, CORS_KEYS)
+        raise ConfigError(setting, f"expected off or a mapping of {', '.join(sorted(CORS_KEYS))}, got {raw!r}")
+    check_keys(setting, raw, CORS_KEYS)
     origins_raw = raw.get("origins")
     if isinstance(origins_raw, str):
         origins_raw = [origins_raw]
     if not isinstance(origins_raw, list) or not origins_raw:
-        raise _error(f"{setting}.origins", "required: a list like [\"https://app.example.com\", "
+        raise ConfigError(f"{setting}.origins", "required: a list like [\"https://app.example.com\", "
                                            "\"https://*.example.com\"] or [\"*\"]")
     exact: set[str] = set()
     wildcards: list[tuple[str, str]] = []
@@ -241,37 +229,30 @@ def parse_cors(setting: str, raw: Any) -> CorsSettings | None:
             continue
         match = ORIGIN.fullmatch(text)
         if match is None or ".." in text or match.group(3).startswith(".") or match.group(3).endswith("."):
-            raise _error(f"{setting}.origins", f"an origin is scheme://host[:port] with no path, or "
+            raise ConfigError(f"{setting}.origins", f"an origin is scheme://host[:port] with no path, or "
                                                f"https://*.example.com, got {item!r}")
         if match.group(2):
             if "." not in match.group(3):
-                raise _error(f"{setting}.origins", f"a wildcard needs a domain with a dot after it, got {item!r}")
+                raise ConfigError(f"{setting}.origins", f"a wildcard needs a domain with a dot after it, got {item!r}")
             wildcards.append((match.group(1) + "://", "." + match.group(3) + (match.group(4) or "")))
         else:
             exact.add(text)
-    credentials = _bool(f"{setting}.credentials", raw.get("credentials", False))
+    credentials = switch(f"{setting}.credentials", raw.get("credentials", False))
     if any_origin and credentials:
-        raise _error(f"{setting}.credentials", "browsers refuse credentials with origin \"*\"; list the origins")
+        raise ConfigError(f"{setting}.credentials", "browsers refuse credentials with origin \"*\"; list the origins")
     methods, any_method = _names(f"{setting}.methods", raw.get("methods", list(DEFAULT_METHODS)), upper=True)
     headers, any_header = _names(f"{setting}.headers", raw.get("headers", []), upper=False)
     exposed, any_exposed = _names(f"{setting}.expose_headers", raw.get("expose_headers", []), upper=False)
     if any_exposed:
-        raise _error(f"{setting}.expose_headers", "list the header names to expose (\"*\" is not accepted)")
+        raise ConfigError(f"{setting}.expose_headers", "list the header names to expose (\"*\" is not accepted)")
     max_age: int | None = None
     if raw.get("max_age") is not None:
-        from gateway.config.settings import _number
-
-        max_age = int(_number(f"{setting}.max_age", raw["max_age"], integer=True))
+        max_age = int(number(f"{setting}.max_age", raw["max_age"], integer=True))
         if max_age > 86400:
-            raise _error(f"{setting}.max_age", f"at most 86400 seconds (browsers cap it lower), got {raw['max_age']!r}")
+            raise ConfigError(f"{setting}.max_age",
+                              f"at most 86400 seconds (browsers cap it lower), got {raw['max_age']!r}")
     return CorsSettings(
         origins=frozenset(exact), wildcards=tuple(wildcards), any_origin=any_origin, methods=tuple(methods),
         any_method=any_method, headers=frozenset(h.lower() for h in headers), any_header=any_header,
         expose_headers=tuple(exposed), credentials=credentials, max_age=max_age,
     )
-
-
-def _bool(setting: str, raw: Any) -> bool:
-    from gateway.config.settings import _bool as config_bool
-
-    return config_bool(setting, raw)

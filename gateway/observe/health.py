@@ -130,7 +130,7 @@ class HealthMonitor:
     def run_dir(self) -> str:
         """The instance's shared run directory (a private one if none was given)."""
         if self._run_dir is None:
-            self._run_dir = os.environ.get("GATEWAY_RUN_DIR") or private_run_dir()
+            self._run_dir = self.settings.run_dir or private_run_dir()
         return self._run_dir
 
     def init_app(self, app: Any) -> None:

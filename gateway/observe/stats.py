@@ -69,8 +69,8 @@ class GatewayStats:
         self.flush_interval = flush_interval
         self.metrics: Any = None  # gateway.observe.metrics.Metrics, attached by either init_app
         self.history: Any = None  # gateway.observe.stats_history.StatsHistory, sampled after each flush
-        self.run_dir = run_dir or os.environ.get("GATEWAY_RUN_DIR") or private_run_dir()
-        windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.cb_rolling_window]
+        self.run_dir = run_dir or settings.run_dir or private_run_dir()
+        windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.breaker.rolling_window]
         self.breaker_history = int(max(windows)) + 2
         self._extensions: Mapping[str, Any] = {}
         self._states: dict[str, str] = {}

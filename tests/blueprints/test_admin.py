@@ -9,7 +9,7 @@ import pytest
 from flask import Flask, Response
 
 from blueprints.admin import admin
-from gateway.breaker.core import BreakerRegistry
+from gateway.breaker.registry import BreakerRegistry
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import GatewayError, error_body

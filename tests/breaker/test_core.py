@@ -1,6 +1,6 @@
 """The circuit breaker's rules (opossum's scenarios, ported), against the in-process breaker.
 
-``TestBreakerScenarios`` is written against the ``make`` fixture only, so ``test_breaker_redis.py``
+``TestBreakerScenarios`` is written against the ``make`` fixture only, so ``test_shared.py``
 runs the very same scenarios against the Redis-backed breaker.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 import gevent
 import pytest
 
-from gateway.breaker.core import CLOSED, HALF_OPEN, OPEN, BreakerRegistry, Outcome, Ticket
+from gateway.breaker.registry import BreakerRegistry
+from gateway.breaker.rules import CLOSED, HALF_OPEN, OPEN, Outcome, Ticket
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout
@@ -310,37 +311,3 @@ class TestBreakerScenarios:
         gevent.joinall([gevent.spawn(slow) for _ in range(10)], raise_error=True)
         assert time.perf_counter() - started < 0.6
         assert h.breaker.snapshot()["successes"] == 10
-
-
-def test_registry_lookup_and_listeners(make: Any) -> None:
-    h = make()
-    with pytest.raises(KeyError):
-        h.registry["nope"]
-    assert SERVICE in h.registry and "nope" not in h.registry
-    late = Recorder()
-    h.registry.add_listener(late)
-    h.open()
-    h.rejected()
-    assert [e[0] for e in late.events] == ["call", "call", "call", "state", "reject"]
-
-
-def test_a_failing_listener_never_fails_a_call(make: Any) -> None:
-    h = make()
-
-    class Broken:
-        def on_call(self, *args: Any) -> None:
-            raise RuntimeError("stats bug")
-
-    h.registry.add_listener(Broken())
-    h.run(S)
-    assert h.breaker.snapshot()["successes"] == 1
-
-
-def test_init_app_stores_the_registry(make: Any) -> None:
-    class App:
-        extensions: dict[str, Any] = {}
-
-    h = make()
-    app = App()
-    h.registry.init_app(app)
-    assert app.extensions["gateway.breakers"] is h.registry

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.breaker.core import CLOSED, HALF_OPEN, OPEN, BreakerRegistry, Outcome
+from gateway.breaker.registry import BreakerRegistry
+from gateway.breaker.rules import CLOSED, HALF_OPEN, OPEN, Outcome
 from gateway.clock import FakeClock
 from gateway.errors import CircuitOpen
 from gateway.redis.link import RedisLink

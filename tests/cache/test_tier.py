@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.breaker.core import BreakerRegistry
+from gateway.breaker.registry import BreakerRegistry
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import CircuitOpen

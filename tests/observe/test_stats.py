@@ -240,7 +240,7 @@ def two_instances(settings: Any, url: str, prefix: str, tmp_path: Path) -> tuple
 
 def test_shared_breaker_counts_come_with_its_state(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Right after a breaker opens in one instance, another reads OPEN with the failures that opened it."""
-    from gateway.breaker.core import BreakerRegistry
+    from gateway.breaker.registry import BreakerRegistry
     from gateway.errors import CircuitOpen
 
     settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
@@ -268,7 +268,7 @@ def test_shared_breaker_counts_come_with_its_state(redis_server, tmp_path: Path)
 
 def test_rejects_held_by_a_worker_reach_the_shared_counts_at_its_next_flush(  # type: ignore[no-untyped-def]
         redis_server, tmp_path: Path) -> None:
-    from gateway.breaker.core import BreakerRegistry
+    from gateway.breaker.registry import BreakerRegistry
     from gateway.errors import CircuitOpen
     from tests.support.chaos import wait_for
 
@@ -279,7 +279,7 @@ def test_rejects_held_by_a_worker_reach_the_shared_counts_at_its_next_flush(  # 
     breaker = registry[SERVICE]
     reading = BreakerRegistry(settings, links[1])
     try:
-        assert wait_for(lambda: registry.subscription.ensure(), 3.0, 0.01)  # OPEN answers may be held
+        assert wait_for(lambda: breaker.subscription.ensure(), 3.0, 0.01)  # OPEN answers may be held
         for _ in range(3):
             breaker.after_call(breaker.before_call(), Outcome.FAILURE, 0.01)
         for _ in range(4):

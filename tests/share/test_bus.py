@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.breaker.core import BreakerRegistry
+from gateway.breaker.registry import BreakerRegistry
 from gateway.cache.broadcast import BroadcastMemoryStore
 from gateway.cache.store import MemoryStore
 from gateway.clock import FakeClock
