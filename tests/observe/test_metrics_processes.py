@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
+from prometheus_client import ProcessCollector
 
 from gateway.observe import metrics_processes
 
@@ -27,6 +29,14 @@ def test_this_workers_process_metrics_are_labelled_by_its_pid() -> None:
 
 def test_each_worker_has_its_samples_and_a_gone_one_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     gone = 2**22 + 12345  # past the kernel's default pid_max: no such process
+    real = metrics_processes.ProcessCollector
+
+    def collector(pid: Callable[[], int], registry: None) -> ProcessCollector:
+        if pid() == gone:
+            raise FileNotFoundError(f"/proc/{gone}")  # it exited between the listing and the read
+        return real(pid=pid, registry=registry)
+
+    monkeypatch.setattr(metrics_processes, "ProcessCollector", collector)
     monkeypatch.setattr(metrics_processes, "worker_pids", lambda multiprocess: [os.getpid(), os.getppid(), gone])
     seen = samples_by_pid(list(metrics_processes.process_families(True)))
     assert set(seen) == {str(os.getpid()), str(os.getppid())}

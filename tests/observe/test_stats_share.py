@@ -89,10 +89,10 @@ def link(redis_server_session: Any) -> Iterator[RedisLink]:
 def test_every_workers_deltas_add_up_in_redis(link: RedisLink) -> None:
     first, second = RedisShare(link, 300, 12), RedisShare(link, 300, 12)
     first.push({10: {"req": 1, "hit": 0}}, {10: {"a|ok": 1}}, {"a|ok": 1})
-    second.push({10: {"req": 2}, 11: {"req": 1}}, {}, {"a|ok": 2, "a|rej": 1})
+    second.push({10: {"req": 2}, 11: {"req": 1}}, {}, {"a|ok": 2, "a|rej": 1, "a|to": 0})
     assert first.read("c", 10, 12) == {10: {"req": 3}, 11: {"req": 1}}  # zero deltas are not written
     assert first.read("b", 10, 10) == {10: {"a|ok": 1}}
-    assert second.cumulative() == {"a|ok": 3, "a|rej": 1}
+    assert second.cumulative() == {"a|ok": 3, "a|rej": 1}  # no field for a zero
     ttl = link.client.ttl(link.key("stats", "c", "10"))
     assert 300 < ttl <= 360  # kept a minute past the window
 
