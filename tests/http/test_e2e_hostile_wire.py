@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.support.chaos import fetch, report, rss_kib
 from tests.support.hostile import ECHO, MAX_BODY, PATHS, QUERIES, assert_stays_in_service
 from tests.support.processes import GatewayProcess, SampleServices, start_gateway
+from tests.support.raw_socket import read_until_closed
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +33,10 @@ def gateway(samples: SampleServices, tmp_path_factory: pytest.TempPathFactory) -
 def exchange(gw: GatewayProcess, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes, half-close, and return everything the gateway answers until it closes."""
     with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as sock:
-        chunks = []
         with suppress(OSError):  # the server may answer and close before all of it is sent
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return b"".join(chunks)
+        return read_until_closed(sock)
 
 
 def statuses(answer: bytes) -> list[int]:

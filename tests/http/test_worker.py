@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.http.worker import GatewayWorker, base_environ, limits_from, server_address
+from tests.support.raw_socket import read_until_closed
 
 Accepted = tuple[socket.socket, socket.socket, socket.socket]  # the listener, the accepted end, the client's end
 
@@ -96,13 +97,6 @@ def serve_in_thread(built: GatewayWorker, accepted: Accepted) -> threading.Threa
     return thread
 
 
-def read_all(client: socket.socket) -> bytes:
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    return data
-
-
 def test_a_connection_is_served_by_the_gateways_server(
         accepted: Accepted) -> None:
     listener, _, client = accepted
@@ -110,7 +104,7 @@ def test_a_connection_is_served_by_the_gateways_server(
     thread = serve_in_thread(built, accepted)
     client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     client.shutdown(socket.SHUT_WR)
-    data = read_all(client)
+    data = read_until_closed(client)
     thread.join(5)
     port = listener.getsockname()[1]
     assert data.count(b"HTTP/1.1 200 OK\r\n") == 2
@@ -124,7 +118,7 @@ def test_max_requests_stops_the_worker_and_closes_the_kept_connection(
     built = worker(hello, max_requests=1)
     thread = serve_in_thread(built, accepted)
     client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = read_all(client)
+    data = read_until_closed(client)
     thread.join(5)
     assert not built.serving()
     assert built.log.lines == ["Autorestarting worker after current request."]

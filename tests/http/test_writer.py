@@ -12,6 +12,7 @@ import pytest
 
 from gateway.http.parsed import Request
 from gateway.http.writer import Writer, http_date
+from tests.support.raw_socket import read_until_closed
 
 
 @pytest.fixture
@@ -32,10 +33,7 @@ def request(method: str = "GET", version: str = "1.1", keep_alive: bool = True) 
 
 def received(server: socket.socket, client: socket.socket) -> bytes:
     server.shutdown(socket.SHUT_WR)
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    return data
+    return read_until_closed(client)
 
 
 def answer(pair: tuple[socket.socket, socket.socket], result: list[bytes] | Iterator[bytes],
