@@ -1,6 +1,7 @@
 """The wire: the gateway's HTTP/1.1 server under gunicorn, the inbound request, the upstream client.
 
-Owns: ``server`` (connections parsed with llhttp, answers written in one send), ``worker`` (the
+Owns: ``server`` (connections parsed with llhttp, served request by request), ``parsed`` (one request as
+parsed, its ``wsgi.input``), ``writer`` (one answer's head and framing, written in one send), ``worker`` (the
 gunicorn worker class), ``inbound`` (a WSGI environ to a :class:`~gateway.messages.ProxyCall`),
 ``upstream`` (the pooled client that sends a call to its service), ``redirects`` (prefix rewriting
 of the service's ``Location`` and cookie paths).

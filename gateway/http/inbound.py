@@ -11,13 +11,16 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
 from gateway.config.settings import ServiceConfig, Settings
 from gateway.errors import BadPath, InvalidJSON, NotImplementedFeature, PayloadTooLarge
 from gateway.http.server import INTERIM_KEY
 from gateway.messages import Headers, ProxyCall
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import InputStream
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
@@ -169,7 +172,7 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     """Read the body, refusing (413) anything over ``limit`` before holding it in memory."""
     length = environ.get("CONTENT_LENGTH")
     chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-    stream = environ["wsgi.input"]
+    stream: InputStream = environ["wsgi.input"]
     if length and not chunked:
         try:
             size = int(length)

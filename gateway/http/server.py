@@ -14,6 +14,9 @@ llhttp (through httptools) is strict where gunicorn's and gevent's parsers are l
 is hex digits only, ``Content-Length`` with ``Transfer-Encoding`` is refused, so are duplicate
 lengths, obs-fold, bare CR or LF. Whatever is refused gets the gateway's JSON envelope and a 4xx
 (501 for a transfer coding the gateway does not know), then the connection closes.
+
+This module reads and serves the connection; what the parser has of one request and its
+``wsgi.input`` are :mod:`gateway.http.parsed`, the writing of one answer :mod:`gateway.http.writer`.
 """
 
 from __future__ import annotations
@@ -22,26 +25,28 @@ import os
 import re
 import socket
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from email.utils import formatdate
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from gateway import errors
+from gateway.http.parsed import Input, Request
+from gateway.http.writer import Writer, http_date
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
+
 RECV_SIZE = 65536
 DRAIN_LIMIT = 256 * 1024  # unread request body a kept-alive connection will skip; past it, close
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                        "trailer", "transfer-encoding", "upgrade"})
-NO_BODY = frozenset({204, 304})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 INTERIM_KEY = "gateway.interim"  # environ: send(status, reason, headers) an interim answer before the final one
+ALLOW = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+REASONS = {400: b"BAD REQUEST", 405: b"METHOD NOT ALLOWED", 413: b"REQUEST ENTITY TOO LARGE",
+           414: b"REQUEST-URI TOO LARGE", 431: b"REQUEST HEADER FIELDS TOO LARGE", 501: b"NOT IMPLEMENTED"}
 
 
 class Limits:
@@ -66,95 +71,10 @@ class Refused(Exception):
         self.error = error
 
 
-class Request:
-    """What the parser has seen of one request: its head, its body so far, whether it is complete."""
-
-    __slots__ = ("method", "target", "headers", "version", "keep_alive", "upgrade", "body", "body_size",
-                 "complete", "expect_continue")
-
-    def __init__(self) -> None:
-        self.target = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: deque[bytes] = deque()
-        self.body_size = 0
-        self.complete = False
-        self.upgrade = False
-        self.expect_continue = False
-        self.method = "GET"
-        self.version = "1.1"
-        self.keep_alive = True
-
-
-class _Dates:
-    """The ``Date`` header value, formatted once a second."""
-
-    second = 0
-    value = b""
-
-    @classmethod
-    def now(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
-        return cls.value
-
-
-class Input:
-    """``wsgi.input``: the request body, pulled from the socket as the app reads it."""
-
-    __slots__ = ("_conn", "_request", "_buffer")
-
-    def __init__(self, conn: Connection, request: Request) -> None:
-        self._conn = conn
-        self._request = request
-        self._buffer = b""
-
-    def _fill(self) -> bool:
-        """Have at least one more body piece in the request's queue; False at the end of the body."""
-        request = self._request
-        while not request.body:
-            if request.complete:
-                return False
-            self._conn.pull(request)
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Read up to ``size`` bytes (all that is left when ``size`` is negative or None)."""
-        request = self._request
-        if size is None or size < 0:
-            parts = [self._buffer]
-            self._buffer = b""
-            while self._fill():
-                parts.append(request.body.popleft())
-            return b"".join(parts)
-        while len(self._buffer) < size and self._fill():
-            self._buffer += request.body.popleft()
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        """Read one line (up to ``size`` bytes)."""
-        limit = sys.maxsize if size is None or size < 0 else size
-        while b"\n" not in self._buffer and len(self._buffer) < limit and self._fill():
-            self._buffer += self._request.body.popleft()
-        end = self._buffer.find(b"\n")
-        end = len(self._buffer) if end < 0 else end + 1
-        end = min(end, limit)
-        line, self._buffer = self._buffer[:end], self._buffer[end:]
-        return line
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        """Read every remaining line."""
-        return list(iter(self.readline, b""))
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.readline, b"")
-
-
 class Connection:
     """Serves the requests of one client connection, in order, until it closes or may not be kept."""
 
-    def __init__(self, sock: socket.socket, addr: Any, app: WSGIApp, base_environ: dict[str, Any],
+    def __init__(self, sock: socket.socket, addr: object, app: WSGIApplication, base_environ: WSGIEnvironment,
                  limits: Limits, alive: Callable[[], bool] = lambda: True,
                  served: Callable[[], None] = lambda: None, pause: Callable[[], None] = lambda: None) -> None:
         self.sock = sock
@@ -308,7 +228,7 @@ class Connection:
             except OSError:
                 pass
 
-    def environ_for(self, request: Request) -> dict[str, Any]:
+    def environ_for(self, request: Request) -> WSGIEnvironment:
         """The WSGI environ of ``request`` (gunicorn's shape: repeated headers joined by commas)."""
         environ = self.environ.copy()
         target = request.target.decode("latin-1")
@@ -368,7 +288,7 @@ class Connection:
                     pass
         return kept and self.skip_body(request)
 
-    def failed(self, writer: Writer, environ: dict[str, Any]) -> bool:
+    def failed(self, writer: Writer, environ: WSGIEnvironment) -> bool:
         """The app raised: a body the parser refused is the client's 4xx; anything else is the app's 500."""
         if self.refusal is not None and not writer.sent_head:
             self.answer_refusal(self.refusal)
@@ -396,148 +316,8 @@ class Connection:
         head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error"))]
         for name, value in [*headers, ("Connection", "close")]:
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        head.append(b"Date: " + _Dates.now() + b"\r\n\r\n")
+        head.append(b"Date: " + http_date() + b"\r\n\r\n")
         try:
             self.sock.sendall(b"".join(head) + body)
         except OSError:
             pass
-
-
-class Writer:
-    """``start_response`` and the writing of one answer."""
-
-    __slots__ = ("sock", "request", "status", "headers", "sent_head", "chunked", "length", "sent", "close",
-                 "bodiless")
-
-    def __init__(self, sock: socket.socket, request: Request) -> None:
-        self.sock = sock
-        self.request = request
-        self.status = ""
-        self.headers: list[tuple[str, str]] = []
-        self.sent_head = False
-        self.chunked = False
-        self.length: int | None = None
-        self.sent = 0
-        self.close = not request.keep_alive
-        self.bodiless = False
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info is not None and self.sent_head:
-            raise exc_info[1].with_traceback(exc_info[2])
-        self.status = status
-        self.headers = headers
-        return self.write
-
-    def head(self, first: bytes | None) -> bytes:
-        """The status line and headers; ``first`` is the whole body when it is known to be the whole."""
-        status = self.status
-        code = int(status[:3])
-        request = self.request
-        self.bodiless = request.method == "HEAD" or code in NO_BODY or code < 200
-        lines = ["HTTP/1.1 ", status, "\r\n"]
-        has_date = False
-        for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == "content-length":
-                self.length = int(value)
-            elif lowered == "date":
-                has_date = True
-            elif lowered in HOP_BY_HOP:
-                if lowered == "connection" and "close" in value.lower():
-                    self.close = True
-                continue
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError(f"header {name!r} holds a line break")
-            lines += (name, ": ", value, "\r\n")
-        if not has_date:
-            lines += ("Date: ", _Dates.now().decode(), "\r\n")
-        if self.length is None and not self.bodiless:
-            if first is not None:
-                self.length = len(first)
-                lines += ("Content-Length: ", str(self.length), "\r\n")
-            elif request.version == "1.1":
-                self.chunked = True
-                lines.append("Transfer-Encoding: chunked\r\n")
-            else:
-                self.close = True
-        if self.close:
-            lines.append("Connection: close\r\n")
-        elif request.version == "1.0":
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        self.sent_head = True
-        return "".join(lines).encode("latin-1")
-
-    def interim(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
-        """Send an interim answer (102, 103, ...) now, before the final one; HTTP/1.0 clients get none."""
-        if self.sent_head or self.request.version != "1.1" or not 100 < status < 200 or status == 101:
-            return
-        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-        for name, value in headers:
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                continue
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        self.output("".join(lines).encode("latin-1", "replace"))
-
-    def write(self, data: bytes) -> None:
-        """Send one piece of the body (the head first, with it, if not sent yet)."""
-        if not self.sent_head:
-            self.output(self.head(None) + self.frame(data))
-        elif data:
-            self.output(self.frame(data))
-
-    def output(self, data: bytes) -> None:
-        """One ``send`` for what fits the socket buffer (all of an ordinary answer), ``sendall`` for the rest.
-
-        gevent's ``sendall`` asks the socket for its buffer size on every call: one syscall per answer
-        that a single ``send`` of a few hundred bytes does not need.
-        """
-        sent = self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
-
-    def frame(self, data: bytes) -> bytes:
-        if self.bodiless or not data:
-            return b""
-        self.sent += len(data)
-        if self.chunked:
-            return b"%x\r\n%s\r\n" % (len(data), data)
-        return data
-
-    def send(self, result: Iterable[bytes]) -> bool:
-        """Send the app's answer; True if the connection may be kept."""
-        if isinstance(result, (list, tuple)) and len(result) <= 1:
-            whole = result[0] if result else b""
-            self.output(self.head(whole) + self.frame(whole))
-        else:
-            for data in result:
-                if data or not self.sent_head:
-                    self.write(data)
-            if not self.sent_head:
-                self.output(self.head(b""))
-            if self.chunked:
-                self.output(b"0\r\n\r\n")
-        if not self.bodiless and self.length is not None and self.sent != self.length:
-            return False  # the body was cut short: the client must see the connection end
-        return not self.close
-
-    def fail(self, environ: dict[str, Any]) -> bool:
-        """The app raised: a 500 envelope if nothing was sent yet; the connection closes either way."""
-        import logging
-
-        logging.getLogger("gateway").exception("unhandled error in the application")
-        if not self.sent_head:
-            status, headers, body = errors.error_answer(errors.GatewayError(), environ.get("HTTP_X_REQUEST_ID"))
-            self.status, self.headers, self.close = f"{status} INTERNAL SERVER ERROR", headers, True
-            try:
-                self.sock.sendall(self.head(body) + body)
-            except OSError:
-                pass
-        return False
-
-
-ALLOW = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
-REASONS = {400: b"BAD REQUEST", 405: b"METHOD NOT ALLOWED", 413: b"REQUEST ENTITY TOO LARGE",
-           414: b"REQUEST-URI TOO LARGE", 431: b"REQUEST HEADER FIELDS TOO LARGE", 501: b"NOT IMPLEMENTED"}

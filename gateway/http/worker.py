@@ -11,45 +11,68 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from gateway.http.server import Connection, Limits
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
-class GatewayWorker(GeventWorker):
+
+def limits_from(cfg: Any) -> Limits:
+    """The connection limits of gunicorn's settings (``cfg``: its ``Config``, untyped)."""
+    return Limits(cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size,
+                  keepalive=float(cfg.keepalive or 0.001), read_timeout=float(max(cfg.timeout, 30)))
+
+
+def base_environ(cfg: Any) -> WSGIEnvironment:
+    """The WSGI keys every request of this worker shares (``SERVER_*`` and the peer are the connection's)."""
+    return {
+        "SCRIPT_NAME": "", "SERVER_SOFTWARE": "gateway", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": cfg.workers > 1,
+        "wsgi.run_once": False, "wsgi.input_terminated": True,
+    }
+
+
+def server_address(listener: Any) -> tuple[str, str]:
+    """``SERVER_NAME`` and ``SERVER_PORT`` of a gunicorn listener ("" when it cannot say)."""
+    try:
+        host, port = listener.getsockname()[:2]
+    except (OSError, ValueError, TypeError):
+        return "", ""
+    return str(host), str(port)
+
+
+class GatewayWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no types: its classes are Any
     """A gevent worker whose connections are served by :class:`Connection`."""
 
     def init_process(self) -> None:
-        cfg = self.cfg
-        self.limits = Limits(cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size,
-                             keepalive=float(cfg.keepalive or 0.001), read_timeout=float(max(cfg.timeout, 30)))
-        self.base_environ: dict[str, Any] = {
-            "SCRIPT_NAME": "", "SERVER_SOFTWARE": "gateway", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": cfg.workers > 1,
-            "wsgi.run_once": False, "wsgi.input_terminated": True,
-        }
+        """Read the limits once, then let gunicorn's worker start (it runs until told to stop)."""
+        self.limits = limits_from(self.cfg)
+        self.base_environ = base_environ(self.cfg)
         super().init_process()
 
-    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+    def handle(self, listener: Any, client: socket.socket, addr: object) -> None:
+        """Serve one accepted connection (gunicorn's own handling for TLS)."""
         if self.cfg.is_ssl:
             super().handle(listener, client, addr)  # TLS stays gunicorn's own
             return
-        client.setblocking(1)
+        client.setblocking(True)
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            host, port = listener.getsockname()[:2]
+            host, port = server_address(listener)
         except (OSError, ValueError, TypeError):
             host, port = "", ""
-        environ = {**self.base_environ, "SERVER_NAME": str(host), "SERVER_PORT": str(port)}
+        environ = {**self.base_environ, "SERVER_NAME": host, "SERVER_PORT": port}
         Connection(client, addr, self.wsgi, environ, self.limits, alive=self.serving,
                    served=self.count_request, pause=gevent.sleep).serve()
 
     def serving(self) -> bool:
         """Whether the worker still takes requests (False once told to stop)."""
-        return bool(self.alive)  # type: ignore[has-type]
+        return bool(self.alive)
 
     def count_request(self) -> None:
         """What gunicorn's ``handle_request`` does per request: count towards ``max_requests``."""

@@ -25,15 +25,17 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import HealthCheck, ServiceConfig, Settings
-from gateway.observe.stats_share import private_run_dir, try_flock
+from gateway.observe.instance import atomic_write, private_run_dir, reset_after_fork, try_flock
+from gateway.observe.metrics import Metrics
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.health")
@@ -43,6 +45,16 @@ HISTORY_SECONDS = 3600  # uptime_pct covers the last hour
 MAX_HISTORY = 3600  # checks kept per service (one hour at one check a second)
 
 Check = tuple[float, bool, float]  # (epoch seconds, passed, latency in ms)
+
+
+def instance_key(link: RedisLink, instance: str) -> str:
+    """The Redis key of one instance's published results."""
+    return link.key("health", instance)
+
+
+def instances_key(link: RedisLink) -> str:
+    """The Redis key of the instances that published results (a sorted set, scored by when)."""
+    return link.key("health", "instances")
 
 
 def classify(history: list[Check]) -> str:
@@ -105,7 +117,7 @@ class HealthMonitor:
 
     def __init__(self, settings: Settings, clock: Clock = system_clock, run_dir: str | None = None,
                  link: RedisLink | None = None, *, interval: float | None = None, timeout: float | None = None,
-                 metrics: Any = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.link = link
@@ -117,7 +129,15 @@ class HealthMonitor:
         self._history: dict[str, deque[Check]] = {}
         self._due: dict[str, float] = {}  # service name -> clock time of its next check
         self._reset()
-        _track_forks(self)
+        reset_after_fork(self, HealthMonitor._forked)
+
+    def _forked(self) -> None:
+        """A forked child holds no lock and runs no poller, whatever its parent did."""
+        if self._lock_fd is not None:
+            # Close (never unlock: the lock is shared with the parent) so the child does not keep
+            # the election lock alive after the parent dies.
+            os.close(self._lock_fd)
+        self._reset()
 
     def _reset(self) -> None:
         """Nothing started and no lock held (at construction, and in a forked child)."""
@@ -268,23 +288,21 @@ class HealthMonitor:
                 for name, checks in self._history.items()}
         document = {"instance": self._instance_id(), "written_at": now, "services": hour}
         data = json.dumps(document, separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".health-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, os.path.join(self.run_dir, "health.json"))
-        if self.link is not None:
+        atomic_write(os.path.join(self.run_dir, "health.json"), data)
+        link = self.link
+        if link is not None:
             ttl = int(self._horizon())
             instance = self._instance_id()
 
-            def run(client: Any) -> None:
+            def run(client: redis.Redis) -> None:
                 pipe = client.pipeline(transaction=False)
-                pipe.set(self.link.key("health", instance), data, ex=ttl)  # type: ignore[union-attr]
-                pipe.zadd(self.link.key("health", "instances"), {instance: now})  # type: ignore[union-attr]
-                pipe.expire(self.link.key("health", "instances"), HISTORY_SECONDS)  # type: ignore[union-attr]
+                pipe.set(instance_key(link, instance), data, ex=ttl)
+                pipe.zadd(instances_key(link), {instance: now})
+                pipe.expire(instances_key(link), HISTORY_SECONDS)
                 pipe.execute()
 
             try:
-                self.link.run(run)
+                link.run(run)
             except StoreUnavailable:
                 pass  # the file still serves this instance; Redis gets the next round
 
@@ -330,11 +348,11 @@ class HealthMonitor:
         ttl = self._horizon()
         own = self._instance_id()
 
-        def run(client: Any) -> list[Any]:
-            ids = [i.decode() if isinstance(i, bytes) else i
-                   for i in client.zrangebyscore(link.key("health", "instances"), now - ttl, "+inf")]
+        def run(client: redis.Redis) -> list[bytes | str | None]:
+            members = client.zrangebyscore(instances_key(link), now - ttl, "+inf")
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in members]
             ids = [i for i in ids if i != own]
-            return client.mget([link.key("health", i) for i in ids]) if ids else []
+            return list(client.mget([instance_key(link, i) for i in ids])) if ids else []
 
         try:
             raws = link.run(run)
@@ -372,18 +390,3 @@ def _histories(document: Mapping[str, Any]) -> dict[str, list[Check]]:
 def _rows(rows: Any) -> Iterable[Any]:
     return [r for r in rows if isinstance(r, list) and len(r) == 3] if isinstance(rows, list) else []
 
-
-def _track_forks(monitor: HealthMonitor) -> None:
-    """A forked child holds no lock and runs no poller, whatever its parent did."""
-    ref = weakref.ref(monitor)
-
-    def after_fork() -> None:
-        target = ref()
-        if target is not None:
-            if target._lock_fd is not None:
-                # Close (never unlock: the lock is shared with the parent) so the child does not keep
-                # the election lock alive after the parent dies.
-                os.close(target._lock_fd)
-            target._reset()
-
-    os.register_at_fork(after_in_child=after_fork)

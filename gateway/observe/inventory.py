@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.config.settings import ServiceConfig, Settings
+from gateway.observe.health import HealthMonitor
+from gateway.observe.sources import Breakers
 
 
 def redact_url(url: str | None) -> str | None:
@@ -24,7 +26,8 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, "", parts.fragment))
 
 
-def describe_service(service: ServiceConfig, health: Any = None, breakers: Any = None) -> dict[str, Any]:
+def describe_service(service: ServiceConfig, health: HealthMonitor | None = None,
+                     breakers: Breakers | None = None) -> dict[str, Any]:
     """One service's listing entry (``health``: the HealthMonitor, ``breakers``: the BreakerRegistry)."""
     state = None
     if breakers is not None and service.name in breakers:
@@ -77,7 +80,8 @@ def describe_cors(service: ServiceConfig) -> dict[str, Any] | None:
             "expose_headers": list(cors.expose_headers), "credentials": cors.credentials, "max_age": cors.max_age}
 
 
-def describe_services(settings: Settings, health: Any = None, breakers: Any = None) -> dict[str, Any]:
+def describe_services(settings: Settings, health: HealthMonitor | None = None,
+                      breakers: Breakers | None = None) -> dict[str, Any]:
     """The whole listing: the services in configuration order and the gateway-wide settings they share."""
     return {
         "services": [describe_service(s, health, breakers) for s in settings.services.values()],

@@ -8,7 +8,7 @@ codes (100-599, else ``other``) and classes, cache results and breaker outcomes.
 
 What is known at scrape time is read then, never on the request path (:class:`ScrapeCollector`):
 build info, the cache's entries and bytes, and the ``process_*`` metrics of every live worker,
-labelled by ``pid`` (read from ``/proc``, so one scrape covers the whole instance). The format
+labelled by ``pid`` (``metrics_processes``: read from ``/proc``, so one scrape covers the whole instance). The format
 follows the scraper's ``Accept``: OpenMetrics when asked for, else the Prometheus text format.
 
 A request's counters and histograms are not written as it ends: each worker adds them up in a plain
@@ -27,10 +27,10 @@ import os
 import platform
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, TypedDict
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector
 from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -38,6 +38,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import __version__
 from gateway.config.settings import Settings
+from gateway.observe.metrics_processes import process_families
+from gateway.observe.stats_report import RATE_LIMIT_EVENTS
 from gateway.redis.link import RedisLink
 
 log = logging.getLogger("gateway.metrics")
@@ -48,9 +50,20 @@ CACHE_EVENTS = CACHE_RESULTS | {"coalesced", "upstream_call"}
 LOOKUPS = frozenset({"hit", "miss", "stale", "revalidated"})  # a BYPASS was never looked up
 STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 OUTCOMES = ("success", "failure", "timeout", "reject")
-RATE_LIMIT_EVENTS = ("limited", "redis_down_allowed", "redis_down_refused", "redis_down_local")
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BUCKET_SLOTS = len(REQUEST_BUCKETS) + 1  # the last one is +Inf
+
+
+class ServiceTotals(TypedDict):
+    """One service's running totals over the instance's workers (see :meth:`Metrics.history_totals`)."""
+
+    req: float
+    err: float
+    hit: float
+    lookup: float
+    le: dict[str, float]
+    trans: dict[str, float]
+    state: str
 
 
 def _flush_at_exit(metrics: weakref.ref[Metrics]) -> None:
@@ -59,7 +72,7 @@ def _flush_at_exit(metrics: weakref.ref[Metrics]) -> None:
         alive.flush()
 
 
-def add_observations(histogram: Any, total: float, counts: list[float]) -> None:
+def add_observations(histogram: Histogram, total: float, counts: list[float]) -> None:
     """Add ``counts`` observations per bucket (``le`` order, +Inf last) summing to ``total`` to a histogram child.
 
     What ``Histogram.observe`` does for one value, done for many at once: prometheus_client keeps
@@ -90,7 +103,9 @@ class Metrics:
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry()
         self._extensions: Mapping[str, Any] = {}
-        self._children: dict[tuple[str, str, str, str, str], tuple[Any, ...]] = {}
+        # label key -> (requests, request duration, its cache event or None, upstream duration, upstream calls)
+        self._children: dict[tuple[str, str, str, str, str],
+                             tuple[Counter, Histogram, Counter | None, Histogram, Counter]] = {}
         # label key -> [requests, upstream calls, request sum, upstream sum, *request buckets, *upstream buckets]
         self._pending: dict[tuple[str, str, str, str, str], list[float]] = {}
         self._pending_calls: dict[tuple[str, str], int] = {}  # (service, outcome) -> breaker calls
@@ -134,7 +149,7 @@ class Metrics:
             self.breaker_rejects.labels(name)
             for outcome in OUTCOMES:
                 self.breaker_calls.labels(name, outcome)
-        self._outcomes: dict[tuple[str, str], Any] = {}
+        self._outcomes: dict[tuple[str, str], Counter] = {}
         self.scrape = ScrapeCollector(self)
         if not self.multiprocess:
             self.registry.register(self.scrape)
@@ -191,11 +206,11 @@ class Metrics:
                     self.cache_events.labels(result) if result != "none" else None,
                     self.upstream_duration.labels(key[0]), self.cache_events.labels("upstream_call"),
                 )
-            requests, duration, event, upstream, upstream_event = children
+            requests, duration, result_event, upstream, upstream_event = children
             requests.inc(sums[0])
             add_observations(duration, sums[2], sums[4:4 + BUCKET_SLOTS])
-            if event is not None:
-                event.inc(sums[0])
+            if result_event is not None:
+                result_event.inc(sums[0])
             if sums[1]:
                 add_observations(upstream, sums[3], sums[4 + BUCKET_SLOTS:])
                 upstream_event.inc(sums[1])
@@ -268,12 +283,12 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess:
             merged = CollectorRegistry()
-            MultiProcessCollector(merged)
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             merged.register(self.scrape)
             return encoder(merged), content_type
         return encoder(self.registry), content_type
 
-    def history_totals(self) -> dict[str, dict[str, Any]]:
+    def history_totals(self) -> dict[str, ServiceTotals]:
         """Per service, this instance's running totals (summed over its workers) that the stats history samples.
 
         ``req`` answered requests, ``err`` 5xx answers, ``hit`` cache hits, ``lookup`` cache lookups
@@ -285,12 +300,11 @@ class Metrics:
         self.flush()  # this worker's own sums; its siblings' are at most a flush interval behind
         wanted = (self.requests, self.request_duration, self.breaker_transitions, self.breaker_state)
         if self.multiprocess:
-            families = list(MultiProcessCollector(None).collect())
+            families = list(MultiProcessCollector(None).collect())  # type: ignore[no-untyped-call]  # untyped
         else:
             families = [family for metric in wanted for family in metric.collect()]
-        totals: dict[str, dict[str, Any]] = {
-            name: {"req": 0.0, "err": 0.0, "hit": 0.0, "lookup": 0.0, "le": {}, "trans": {}, "state": "CLOSED"}
-            for name in self.settings.services}
+        totals = {name: ServiceTotals(req=0.0, err=0.0, hit=0.0, lookup=0.0, le={}, trans={}, state="CLOSED")
+                  for name in self.settings.services}
         states = {value: state for state, value in STATE_VALUE.items()}
         for family in families:
             for sample in family.samples:
@@ -357,7 +371,7 @@ class ScrapeCollector:
         yield GaugeMetricFamily("gateway_requests_in_flight", "Proxied requests being answered now (other workers' "
                                 "counts at most a second old).", value=self.metrics.in_flight.value + others)
         yield from self._cache_size()
-        yield from self._processes()
+        yield from process_families(self.metrics.multiprocess)
 
     def _cache_size(self) -> Iterator[Metric]:
         stats = self.metrics._extensions.get("gateway.stats")
@@ -375,58 +389,3 @@ class ScrapeCollector:
         if used is not None:
             yield GaugeMetricFamily("gateway_cache_bytes", "Bytes the cache holds now (memory store: entry sizes; "
                                     "Redis: the server's used_memory).", value=used)
-
-    def _processes(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for pid in worker_pids(self.metrics.multiprocess):
-            try:
-                found = list(ProcessCollector(pid=_fixed(pid), registry=None).collect())
-            except Exception:  # a worker that just exited
-                continue
-            for family in found:
-                merged = families.get(family.name)
-                if merged is None:
-                    merged = families[family.name] = Metric(
-                        family.name, f"{family.documentation} Per worker, by pid.", family.type)
-                for sample in family.samples:
-                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
-        yield from families.values()
-
-
-def _fixed(pid: int) -> Callable[[], int]:
-    return lambda: pid
-
-
-def worker_pids(multiprocess: bool) -> list[int]:
-    """This worker and, under gunicorn (multiprocess mode), its sibling workers.
-
-    The siblings are the master's children that run the same command line as this one (forked
-    workers do), so nothing else the parent may have started is taken for a worker.
-    """
-    own = os.getpid()
-    if not multiprocess:
-        return [own]
-    master = os.getppid()
-    try:
-        with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as handle:
-            children = [int(p) for p in handle.read().split()]
-    except (OSError, ValueError):
-        children = [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _parent(int(entry)) == master]
-    mine = _cmdline(own)
-    return sorted({own, *(pid for pid in children if pid != own and _cmdline(pid) == mine)})
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return int(handle.read().rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cmdline(pid: int) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return None

@@ -31,6 +31,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway.messages import ProxyCall
+from gateway.observe.stats import GatewayStats
 
 FIELDS = ("request_id", "method", "path", "status", "duration_ms", "service", "cache", "breaker",
           "upstream_ms", "client_ip")
@@ -39,7 +40,7 @@ DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 BATCH_BYTES = 4096 - 512  # below PIPE_BUF with room for one more line: a pipe write stays atomic
 
 
-def _loop_callback() -> Callable[[Callable[[], None]], Any] | None:
+def _loop_callback() -> Callable[[Callable[[], None]], object] | None:
     """gevent's "run before the loop next waits" scheduler, once gevent has patched the process."""
     if "gevent.monkey" not in sys.modules:
         return None
@@ -47,7 +48,8 @@ def _loop_callback() -> Callable[[Callable[[], None]], Any] | None:
 
     if not monkey.is_module_patched("socket"):
         return None
-    return get_hub().loop.run_callback  # type: ignore[no-any-return]
+    schedule: Callable[[Callable[[], None]], object] = get_hub().loop.run_callback
+    return schedule
 
 
 class _TextFormatter(logging.Formatter):
@@ -78,12 +80,12 @@ def configure_logging(level: str, fmt: str) -> logging.Logger:
 _json_string = json.encoder.encode_basestring_ascii  # the C escaper json.dumps uses for a str
 
 
-def json_value(value: Any) -> str:
+def json_value(value: object) -> str:
     """``json.dumps(value)`` for the access line's field types (str, int, float, None), a few times faster."""
     if value is None:
         return "null"
     if isinstance(value, str):
-        return _json_string(value)  # type: ignore[no-any-return]
+        return _json_string(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return json.dumps(value)
     if isinstance(value, float):
@@ -107,7 +109,7 @@ class AccessLog:
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._pending_handler: logging.StreamHandler | None = None  # type: ignore[type-arg]
-        self._schedule: Callable[[Callable[[], None]], Any] | None = None
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
         self._scheduled = False
         self._hooked = False
 
@@ -184,7 +186,7 @@ class AccessLog:
 class RequestLog:
     """Logs and counts each finished request; the Flask hooks and the lean proxy path both use it."""
 
-    def __init__(self, access: AccessLog, stats: Any) -> None:
+    def __init__(self, access: AccessLog, stats: GatewayStats) -> None:
         self.access = access
         self.stats = stats
 

@@ -14,6 +14,10 @@ Decisions:
   workers (OPEN > HALF_OPEN > CLOSED), with that worker's ``opened_at``/``next_attempt_at``.
 * Redis unreachable: readers fall back to this instance's files and writers keep their deltas until
   Redis is back; a read never fails.
+
+Here: the hooks, the flusher and the ``/stats/*`` answers. What a worker counts and keeps is
+``stats_tally``, where snapshots go ``stats_share``, how a reader folds other workers' files
+``stats_merge``, and the figures ``stats_report``.
 """
 
 from __future__ import annotations
@@ -22,40 +26,46 @@ import logging
 import os
 import threading
 import uuid
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
+from gateway.observe import stats_merge as merge
+from gateway.observe.instance import private_run_dir, reset_after_fork
+from gateway.observe.inventory import describe_rate_limit
 from gateway.observe.metrics import Metrics
-from gateway.observe.stats_report import LATENCY_BOUNDS_MS, breaker_report, cache_report, latency_bin
+from gateway.observe.sources import Breakers, CallOutcome
+from gateway.observe.stats_history import StatsHistory
+from gateway.observe.stats_report import (
+    breaker_report,
+    breaker_state_fields,
+    cache_report,
+    rate_limit_counts,
+    window_fields,
+    with_state,
+)
 from gateway.observe.stats_share import (
-    FRESH_SECONDS,
+    BreakerFields,
     Buckets,
     Counts,
     FileShare,
     RedisShare,
-    add_buckets,
+    Snapshot,
+    StoreSize,
     add_counts,
-    drop_service,
     encode_snapshot,
-    private_run_dir,
     service_fields,
     sum_window,
 )
+from gateway.observe.stats_tally import Books, Tally
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.stats")
 
 CACHE_WINDOW = 300  # seconds of /stats/cache history
 FLUSH_INTERVAL = 0.5
-CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "STALE": "stale", "REVALIDATED": "revalidated", "BYPASS": "bypass"}
-CACHE_EVENTS = {"coalesced": "coalesced", "upstream_call": "upstream"}
-STATE_RANK = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 RATE_LIMIT_FAMILY = "rl/"  # cumulative counters "rl/<service>|<event>": a breaker reset leaves them alone
-# The breaker's own figures shown next to its state (latency stays with the stats' histograms).
-COUNTED = ("fires", "successes", "failures", "timeouts", "rejects", "failure_rate")
 
 
 class GatewayStats:
@@ -67,30 +77,25 @@ class GatewayStats:
         self.link = link
         self.clock = clock
         self.flush_interval = flush_interval
-        self.metrics: Any = None  # gateway.observe.metrics.Metrics, attached by either init_app
-        self.history: Any = None  # gateway.observe.stats_history.StatsHistory, sampled after each flush
+        self.metrics: Metrics | None = None  # attached by either init_app
+        self.history: StatsHistory | None = None  # sampled after each flush
         self.run_dir = run_dir or settings.run_dir or private_run_dir()
         windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.breaker.rolling_window]
         self.breaker_history = int(max(windows)) + 2
         self._extensions: Mapping[str, Any] = {}
         self._states: dict[str, str] = {}
         self._new_worker()
-        _track_forks(self)
+        reset_after_fork(self, GatewayStats._new_worker)  # a child must not publish as its parent
 
     def _new_worker(self) -> None:
         """Start with empty books under a fresh worker identity (at construction and after a fork)."""
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._lock = threading.Lock()  # guards the pending maps (hot path)
+        self._lock = threading.Lock()  # guards starting the flusher
         self._flush_lock = threading.Lock()  # one flush at a time (flusher thread or a reader)
         self._files = FileShare(self.run_dir, self.worker_id)
         self._redis = RedisShare(self.link, CACHE_WINDOW, self.breaker_history) if self.link else None
-        self._pending_c: Buckets = {}
-        self._pending_b: Buckets = {}
-        self._pending_cum: Counts = {}
-        self._cache: Buckets = {}
-        self._breaker: Buckets = {}
-        self._cum: Counts = {}
-        self._unsent: tuple[Buckets, Buckets, Counts] = ({}, {}, {})
+        self._tally = Tally()  # what the hooks added since the last flush (the hot path)
+        self._books = Books(CACHE_WINDOW, self.breaker_history)  # what the flusher keeps and publishes
         self._resets_seen = self._files.resets()  # a new worker has nothing from before any reset
         self._last_write = 0.0
         self._thread: threading.Thread | None = None
@@ -111,21 +116,7 @@ class GatewayStats:
     def record_request(self, service: str, method: str, status: int, cache: str | None,
                        duration_s: float, upstream_s: float | None) -> None:
         """Count one fully answered proxied request."""
-        second = int(self.clock())
-        result = CACHE_RESULTS.get(cache or "")
-        micros = int(duration_s * 1_000_000)
-        with self._lock:
-            counts = self._pending_c.get(second)
-            if counts is None:
-                counts = self._pending_c[second] = {}
-            counts["req"] = counts.get("req", 0) + 1
-            if result is not None:
-                counts[result] = counts.get(result, 0) + 1
-                if result in ("hit", "miss"):
-                    field = result + "_us"
-                    counts[field] = counts.get(field, 0) + micros
-            if upstream_s is not None:
-                counts["upstream"] = counts.get("upstream", 0) + 1
+        self._tally.request(int(self.clock()), cache, int(duration_s * 1_000_000), upstream_s is not None)
         self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.observe_request(service, method, status, cache, duration_s, upstream_s)
@@ -136,48 +127,29 @@ class GatewayStats:
         ``upstream_call`` is for calls no recorded request accounts for (a background refresh);
         a request's own upstream call is counted by :meth:`record_request` (``upstream_s``).
         """
-        field = CACHE_EVENTS.get(event)
-        if field is not None:
-            second = int(self.clock())
-            with self._lock:
-                counts = self._pending_c.setdefault(second, {})
-                counts[field] = counts.get(field, 0) + 1
+        if self._tally.cache_event(int(self.clock()), event):
             self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.cache_event(event)
 
     def record_rate_limit(self, service: str, event: str) -> None:
         """Count a rate limiting event: ``limited`` (a 429) or ``redis_down_allowed``/``_refused``/``_local``."""
-        key = f"{RATE_LIMIT_FAMILY}{service}|{event}"
-        with self._lock:
-            self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
+        self._tally.count(f"{RATE_LIMIT_FAMILY}{service}|{event}")
         self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.rate_limit_event(service, event)
 
-    def on_call(self, service: str, outcome: Any, latency_s: float) -> None:
+    def on_call(self, service: str, outcome: CallOutcome, latency_s: float) -> None:
         """Breaker listener: a protected call completed."""
-        name = getattr(outcome, "name", str(outcome))
-        ms = latency_s * 1000
-        second = int(self.clock())
-        with self._lock:
-            window = self._pending_b.setdefault(second, {})
-            result = "ok" if name == "SUCCESS" else "fail"
-            for field, value in ((result, 1), ("us", int(ms * 1000)), (f"h{latency_bin(ms)}", 1)):
-                key = f"{service}|{field}"
-                window[key] = window.get(key, 0) + value
-            for field in ("ok",) if name == "SUCCESS" else (("fail", "to") if name == "TIMEOUT" else ("fail",)):
-                key = f"{service}|{field}"
-                self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
+        name = outcome.name
+        self._tally.call(int(self.clock()), service, name, latency_s * 1000)
         self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_call(service, name.lower())
 
     def on_reject(self, service: str) -> None:
         """Breaker listener: a call was refused by an open circuit."""
-        key = f"{service}|rej"
-        with self._lock:
-            self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
+        self._tally.count(f"{service}|rej")
         self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_reject(service)
@@ -221,15 +193,10 @@ class GatewayStats:
         if self.metrics is not None:
             self.metrics.flush()  # before the snapshot: once the stats show a request, so do the metrics
         with self._flush_lock:
-            with self._lock:
-                cache, breaker, cum = self._pending_c, self._pending_b, self._pending_cum
-                self._pending_c, self._pending_b, self._pending_cum = {}, {}, {}
+            cache, breaker, cum = self._tally.take()
             now = self.clock()
             self._apply_resets()
-            add_buckets(self._cache, cache)
-            add_buckets(self._breaker, breaker)
-            add_counts(self._cum, cum)
-            self._prune(now)
+            self._books.add(cache, breaker, cum, now)
             # Embedded mode: every worker has its own breakers, so each publishes their states.
             states = self._breaker_states() if self.link is None else {}
             changed = bool(cache or breaker or cum)
@@ -263,54 +230,35 @@ class GatewayStats:
 
     def _push(self, cache: Buckets, breaker: Buckets, cum: Counts, now: float) -> None:
         assert self._redis is not None
-        unsent_c, unsent_b, unsent_cum = self._unsent
-        add_buckets(unsent_c, cache)
-        add_buckets(unsent_b, breaker)
-        add_counts(unsent_cum, cum)
-        if not (unsent_c or unsent_b or unsent_cum):
+        if not self._books.hold(cache, breaker, cum):
             return
         try:
-            self._redis.push(unsent_c, unsent_b, unsent_cum)
+            self._redis.push(*self._books.unsent)
         except StoreUnavailable:
-            # Keep the deltas for when Redis is back; buckets past their history are dropped.
-            for buckets, keep in ((unsent_c, CACHE_WINDOW), (unsent_b, self.breaker_history)):
-                for second in [s for s in buckets if s <= now - keep]:
-                    del buckets[second]
+            self._books.expire_unsent(now)
             return
-        self._unsent = ({}, {}, {})
-
-    def _prune(self, now: float) -> None:
-        for buckets, keep in ((self._cache, CACHE_WINDOW), (self._breaker, self.breaker_history)):
-            for second in [s for s in buckets if s <= now - keep]:
-                del buckets[second]
+        self._books.sent()
 
     def _apply_resets(self) -> None:
         """Apply breaker resets made by other workers of this instance."""
         for service, generation in self._files.resets().items():
             if generation > self._resets_seen.get(service, 0):
-                self._forget(service)
+                self._books.forget(service)
                 self._resets_seen[service] = generation
 
-    def _forget(self, service: str) -> None:
-        drop_service(self._cum, service)
-        for counts in self._breaker.values():
-            drop_service(counts, service)
-        for counts in self._unsent[1].values():
-            drop_service(counts, service)
-        drop_service(self._unsent[2], service)
-
-    def _encode(self, now: float, states: Mapping[str, Any]) -> dict[str, Any]:
+    def _encode(self, now: float, states: Mapping[str, BreakerFields]) -> dict[str, Any]:
         # Embedded mode: each worker's cache is its own, so each publishes its size to be summed.
         store = self._store_size() if self.link is None else None
         in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
-        return encode_snapshot(pid=os.getpid(), written_at=now, cache=self._cache, breaker=self._breaker,
-                               cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store,
-                               in_flight=in_flight)
+        books = self._books
+        return encode_snapshot(pid=os.getpid(), written_at=now, cache=books.cache, breaker=books.breaker,
+                               cumulative=books.cumulative, resets_seen=self._resets_seen, breakers=states,
+                               store=store, in_flight=in_flight)
 
-    def _breaker_states(self) -> dict[str, dict[str, Any]]:
+    def _breaker_states(self) -> dict[str, BreakerFields]:
         """This worker's breaker states (its own in embedded mode)."""
         registry = self._extensions.get("gateway.breakers")
-        states: dict[str, dict[str, Any]] = {}
+        states: dict[str, BreakerFields] = {}
         for name in self.settings.services:
             if registry is not None and name in registry:
                 snap = registry[name].snapshot()
@@ -324,20 +272,18 @@ class GatewayStats:
         self.flush()
         with self._flush_lock:
             self._resets_seen[service] = self._files.bump_reset(service)
-            self._forget(service)
+            self._books.forget(service)
             self._files.write(self._encode(self.clock(), self._breaker_states() if self.link is None else {}))
         if self._redis is not None:
             now = int(self.clock())
-            fields = [f"{service}|{f}" for f in ("ok", "fail", "us")]
-            fields += [f"{service}|h{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
             try:
-                self._redis.reset(service, fields, now - self.breaker_history, now + 1)
+                self._redis.reset(service, window_fields(service), now - self.breaker_history, now + 1)
             except StoreUnavailable:
                 log.warning("breaker stats reset of %s not applied in Redis (unreachable)", service)
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _gathered(self, family: str, first: int, last: int) -> tuple[Buckets, list[dict[str, Any]], bool]:
+    def _gathered(self, family: str, first: int, last: int) -> tuple[Buckets, list[Snapshot], bool]:
         """Buckets of ``family`` for the whole gateway, the worker snapshots read, and whether from Redis."""
         self.flush()
         if self._redis is not None:
@@ -345,21 +291,9 @@ class GatewayStats:
                 return self._redis.read(family, first, last), [], True
             except StoreUnavailable:
                 pass
-        merged: Buckets = {}
         others = self._files.others()
-        resets = self._files.resets()
-        own = self._cache if family == "c" else self._breaker
-        add_buckets(merged, {s: c for s, c in own.items() if first <= s <= last})
-        for other in others:
-            buckets = other[family]
-            if family == "b":
-                buckets = {s: dict(c) for s, c in buckets.items()}
-                for service, generation in resets.items():
-                    if int(other["resets_seen"].get(service, 0)) < generation:
-                        for counts in buckets.values():
-                            drop_service(counts, service)
-            add_buckets(merged, {s: c for s, c in buckets.items() if first <= s <= last})
-        return merged, others, False
+        own = self._books.cache if family == "c" else self._books.breaker
+        return merge.window_buckets(own, others, self._files.resets(), family, first, last), others, False
 
     def cache_stats(self) -> dict[str, Any]:
         """``/stats/cache``: the last five minutes, rolling, plus the store's size now."""
@@ -381,20 +315,15 @@ class GatewayStats:
 
     def in_flight_elsewhere(self) -> int:
         """Proxied requests the other live workers of this instance are answering (as last published)."""
-        return sum(int(other.get("in_flight") or 0) for other in self._files.others()
-                   if self.clock() - other["written_at"] <= FRESH_SECONDS)
+        return merge.in_flight(self._files.others(), self.clock())
 
-    def _instance_size(self, size: dict[str, Any], others: list[dict[str, Any]]) -> tuple[int | None, int | None]:
-        keys, used = size.get("keys"), size.get("memory_used_bytes")
-        if self.link is None:
-            for other in others:  # the embedded caches of the other live workers
-                theirs = other["store"]
-                if self.clock() - other["written_at"] <= FRESH_SECONDS and theirs:
-                    keys = (keys or 0) + int(theirs.get("keys") or 0)
-                    used = (used or 0) + int(theirs.get("memory_used_bytes") or 0)
-        return keys, used
+    def _instance_size(self, size: StoreSize, others: list[Snapshot]) -> tuple[int | None, int | None]:
+        """The shared store's size (with Redis), or the sum of every live worker's embedded cache."""
+        if self.link is not None:
+            return size.get("keys"), size.get("memory_used_bytes")
+        return merge.instance_size(size, others, self.clock())
 
-    def _store_size(self) -> dict[str, Any] | None:
+    def _store_size(self) -> StoreSize | None:
         """``keys`` and ``memory_used_bytes`` of this worker's cache (shared with Redis), if there is one."""
         snapshot = getattr(self._extensions.get("gateway.cache"), "snapshot", None)
         if not callable(snapshot):
@@ -406,7 +335,7 @@ class GatewayStats:
             return None
         return {"keys": size.get("keys"), "memory_used_bytes": size.get("memory_used_bytes")}
 
-    def breaker_stats(self, registry: Any = None) -> dict[str, Any]:
+    def breaker_stats(self, registry: Breakers | None = None) -> dict[str, Any]:
         """``/stats/circuit-breakers`` for every configured service."""
         registry = registry if registry is not None else self._extensions.get("gateway.breakers")
         now = self.clock()
@@ -419,16 +348,7 @@ class GatewayStats:
             first = min(last, int(now - window) + 1)
             w = service_fields(sum_window(buckets, first, last), name)
             entry = breaker_report(w, service_fields(cumulative, name), window)
-            state = self._state_of(name, registry, others, now)
-            counts = state.pop("counts", None)
-            if counts is not None:
-                entry.update(counts)  # read with the state, by the same Redis script
-            # With Redis, counts from the workers' flushes may trail the state by up to a second
-            # (Redis unreachable, or no breaker to read). Without it, each worker's state and counts
-            # are published together.
-            entry["counts_lagging"] = counts is None and self.link is not None
-            entry.update(state)
-            services[name] = entry
+            services[name] = with_state(entry, self._state_of(name, registry, others, now), self.link is not None)
         return {"services": services}
 
     def rate_limit_stats(self) -> dict[str, Any]:
@@ -436,44 +356,28 @@ class GatewayStats:
         self.flush()
         others = self._files.others() if self._redis is None else []
         cumulative = self._cumulative(others, self._redis is not None)
+        store = "redis" if self.link is not None else "memory (per worker)"
         services: dict[str, Any] = {}
         for name, service in self.settings.services.items():
-            limit = service.rate_limit
-            if limit is None:
-                continue
-            counts = service_fields(cumulative, RATE_LIMIT_FAMILY + name)
-            services[name] = {
-                "key": f"header:{limit.header}" if limit.key == "header" else limit.key,
-                "limits": [x.text for x in limit.rule.limits],
-                "paths": {rule.path: [x.text for x in rule.limits] for rule in limit.paths},
-                "store": "redis" if self.link is not None else "memory (per worker)",
-                "redis_down": limit.redis_down,
-                "limited": counts.get("limited", 0),
-                "redis_down_allowed": counts.get("redis_down_allowed", 0),
-                "redis_down_refused": counts.get("redis_down_refused", 0),
-                "redis_down_local": counts.get("redis_down_local", 0),
-            }
+            described = describe_rate_limit(service)  # None: not rate limited
+            if described is not None:
+                counts = service_fields(cumulative, RATE_LIMIT_FAMILY + name)
+                services[name] = {**described, "store": store, **rate_limit_counts(counts)}
         return {"services": services}
 
-    def _cumulative(self, others: list[dict[str, Any]], from_redis: bool) -> Counts:
+    def _cumulative(self, others: list[Snapshot], from_redis: bool) -> Counts:
+        """The gateway's cumulative counters: Redis's plus ours not yet sent, or every file of the instance."""
         if from_redis and self._redis is not None:
             try:
                 total = self._redis.cumulative()
-                add_counts(total, self._unsent[2])  # ours, not yet in Redis
+                add_counts(total, self._books.unsent[2])  # ours, not yet in Redis
                 return total
             except StoreUnavailable:
                 others = self._files.others()
-        total = dict(self._cum)
-        resets = self._files.resets()
-        for other in others:
-            counts = dict(other["cum"])
-            for service, generation in resets.items():
-                if int(other["resets_seen"].get(service, 0)) < generation:
-                    drop_service(counts, service)  # that worker has not applied the reset yet
-            add_counts(total, counts)
-        return total
+        return merge.cumulative_counts(self._books.cumulative, others, self._files.resets())
 
-    def _state_of(self, name: str, registry: Any, others: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    def _state_of(self, name: str, registry: Breakers | None, others: list[Snapshot],
+                  now: float) -> dict[str, Any]:
         """State fields of one breaker: the registry's, or the worst live worker's in embedded mode."""
         best: dict[str, Any] = {}
         if registry is not None and name in registry:
@@ -482,29 +386,8 @@ class GatewayStats:
             except Exception:
                 log.exception("breaker snapshot failed")
                 snap = {}
-            best = {k: snap[k] for k in ("state", "opened_at", "next_attempt_at", "forced") if k in snap}
-            if snap.get("store") == "redis":  # the shared breaker: its counters came with its state
-                best["counts"] = {k: snap[k] for k in COUNTED}
-                best["counts"]["window_calls"] = snap["window"]["calls"]
+            best = breaker_state_fields(snap)
         elif name in self._states:
             best = {"state": self._states[name]}
-        if self.link is None:
-            for other in others:
-                if now - other["written_at"] > FRESH_SECONDS:
-                    continue  # a dead (or stuck) worker's breaker no longer guards anything
-                theirs = other["breakers"].get(name)
-                if theirs and STATE_RANK.get(str(theirs.get("state")), 0) > STATE_RANK.get(str(best.get("state")), 0):
-                    best = {**best, **theirs}
-        return best
+        return merge.worst_state(name, best, others, now) if self.link is None else best
 
-
-def _track_forks(stats: GatewayStats) -> None:
-    """After a fork the child must not publish under its parent's identity or files."""
-    ref = weakref.ref(stats)
-
-    def after_fork() -> None:
-        target = ref()
-        if target is not None:
-            target._new_worker()
-
-    os.register_at_fork(after_in_child=after_fork)

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.clock import Clock, system_clock
-from gateway.observe.stats_share import atomic_write, try_flock
+from gateway.observe.instance import atomic_write, try_flock
+from gateway.observe.metrics import Metrics
 
 log = logging.getLogger("gateway.stats")
 
@@ -76,7 +77,7 @@ def point(before: Mapping[str, Any], after: Mapping[str, Any], seconds: float) -
 class StatsHistory:
     """Samples the instance's totals into 15 minutes of points (when elected) and reports them."""
 
-    def __init__(self, metrics: Any, run_dir: str, interval: float, clock: Clock = system_clock) -> None:
+    def __init__(self, metrics: Metrics, run_dir: str, interval: float, clock: Clock = system_clock) -> None:
         self.metrics = metrics
         self.run_dir = run_dir
         self.interval = interval

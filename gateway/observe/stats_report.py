@@ -3,7 +3,8 @@
 Counter names: per-second cache buckets hold ``req``, ``hit``, ``miss``, ``stale``, ``revalidated``,
 ``bypass``, ``coalesced``, ``upstream`` and the latency sums ``hit_us``/``miss_us``; breaker window
 buckets hold ``<service>|ok``, ``|fail``, ``|us`` (latency sum) and ``|h<bin>`` (latency histogram);
-cumulative breaker counters are ``<service>|ok``, ``|fail`` (timeouts included), ``|to`` and ``|rej``.
+cumulative breaker counters are ``<service>|ok``, ``|fail`` (timeouts included), ``|to`` and ``|rej``;
+cumulative rate-limit counters are ``rl/<service>|<event>`` (one of ``RATE_LIMIT_EVENTS``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 # Latency histogram bounds in milliseconds, 10 % apart (0.05 ms .. ~70 s): fixed, so histograms of
 # different workers add up field by field and percentiles come out within a few percent.
 LATENCY_BOUNDS_MS = tuple(0.05 * 1.1**i for i in range(150))
+RATE_LIMIT_EVENTS = ("limited", "redis_down_allowed", "redis_down_refused", "redis_down_local")
+# The breaker's own figures shown next to its state (latency stays with the stats' histograms).
+COUNTED = ("fires", "successes", "failures", "timeouts", "rejects", "failure_rate")
 
 
 def latency_bin(ms: float) -> int:
@@ -89,3 +93,40 @@ def breaker_report(window: Mapping[str, int], totals: Mapping[str, int], window_
         "window_s": window_s,
         "window_calls": calls,
     }
+
+
+def with_state(report: dict[str, Any], state: Mapping[str, Any], shared: bool) -> dict[str, Any]:
+    """A breaker's ``report`` with its state fields; the shared breaker's own counters replace the flushed ones.
+
+    With Redis (``shared``), counts from the workers' flushes may trail the state by up to a second
+    (Redis unreachable, or no breaker to read): ``counts_lagging`` says so. Without it, each worker's
+    state and counts are published together.
+    """
+    fields = dict(state)
+    counts = fields.pop("counts", None)
+    if counts is not None:
+        report.update(counts)  # read with the state, by the same Redis script
+    report["counts_lagging"] = counts is None and shared
+    report.update(fields)
+    return report
+
+
+def window_fields(service: str) -> list[str]:
+    """Every window counter of ``service``'s breaker: ``ok``, ``fail``, ``us`` and each latency bin."""
+    return [f"{service}|{f}" for f in ("ok", "fail", "us")] + [
+        f"{service}|h{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
+
+
+def breaker_state_fields(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """The state fields of a breaker's snapshot; for the shared breaker, its counters too (``counts``)."""
+    fields = {k: snap[k] for k in ("state", "opened_at", "next_attempt_at", "forced") if k in snap}
+    if snap.get("store") == "redis":  # the shared breaker: its counters came with its state
+        counts = {k: snap[k] for k in COUNTED}
+        counts["window_calls"] = snap["window"]["calls"]
+        fields["counts"] = counts
+    return fields
+
+
+def rate_limit_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Every rate-limiting event of one service since start (zero for one that never happened)."""
+    return {event: counts.get(event, 0) for event in RATE_LIMIT_EVENTS}

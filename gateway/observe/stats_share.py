@@ -16,19 +16,36 @@ reset is visible at once whichever worker answers.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
+import redis
+
+from gateway.observe.instance import atomic_write
 from gateway.redis.link import RedisLink
 
 Counts = dict[str, int]
 Buckets = dict[int, Counts]
+HashReply = dict[bytes | str, bytes | str]  # what HGETALL answers
+StoreSize = dict[str, int | None]  # a cache's "keys" and "memory_used_bytes" (None: it cannot say)
+BreakerFields = dict[str, Any]  # a breaker's "state", "opened_at", "next_attempt_at", as its snapshot gives them
+
+
+class Snapshot(TypedDict):
+    """One worker's published figures, as :func:`decode_snapshot` reads them back."""
+
+    pid: int | None
+    written_at: float  # the worker's clock when it wrote them: how fresh they are
+    in_flight: int  # proxied requests it was answering
+    c: Buckets  # per-second cache counters
+    b: Buckets  # per-second breaker window counters
+    cum: Counts  # cumulative breaker and rate-limit counters
+    resets_seen: dict[str, int]  # per service, the last breaker reset generation it applied
+    breakers: dict[str, BreakerFields]  # its own breakers' states (embedded mode)
+    store: StoreSize  # its embedded cache's size ({} with Redis)
 
 CUMULATIVE_TTL = 7 * 24 * 3600  # cumulative counters outlive a week of idleness at most
 FRESH_SECONDS = 3.0  # a worker file older than this no longer speaks for a live breaker
@@ -68,48 +85,6 @@ def drop_service(counts: Counts, service: str) -> None:
         del counts[field]
 
 
-def private_run_dir() -> str:
-    """A run directory for a process that was given none (development server, tests), removed at exit."""
-    path = tempfile.mkdtemp(prefix="gateway-run-")
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
-
-def try_flock(path: str) -> int | None:
-    """Take an exclusive ``flock`` on ``path`` without waiting: the open descriptor, or None if another holds it.
-
-    How one worker per instance is elected for a job (health checks, the stats history): the
-    kernel drops the lock when its holder dies, and another worker takes it on its next try.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never half of it."""
-    _atomic_write(path, data)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 class FileShare:
     """Per-worker snapshot files in the instance's run directory, merged by readers."""
 
@@ -122,11 +97,11 @@ class FileShare:
 
     def write(self, snapshot: Mapping[str, Any]) -> None:
         """Publish this worker's snapshot (replacing its previous one atomically)."""
-        _atomic_write(self.path, json.dumps(snapshot, separators=(",", ":")).encode())
+        atomic_write(self.path, json.dumps(snapshot, separators=(",", ":")).encode())
 
-    def others(self) -> list[dict[str, Any]]:
+    def others(self) -> list[Snapshot]:
         """Snapshots of every other worker of this instance (alive or not), as last written."""
-        found: list[dict[str, Any]] = []
+        found: list[Snapshot] = []
         try:
             names = os.listdir(self.run_dir)
         except OSError:
@@ -160,15 +135,15 @@ class FileShare:
             try:
                 resets = self.resets()
                 resets[service] = resets.get(service, 0) + 1
-                _atomic_write(self._resets_path, json.dumps(resets).encode())
+                atomic_write(self._resets_path, json.dumps(resets).encode())
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return resets[service]
 
 
 def encode_snapshot(*, pid: int, written_at: float, cache: Buckets, breaker: Buckets, cumulative: Counts,
-                    resets_seen: Mapping[str, int], breakers: Mapping[str, Any],
-                    store: Mapping[str, Any] | None = None, in_flight: int = 0) -> dict[str, Any]:
+                    resets_seen: Mapping[str, int], breakers: Mapping[str, BreakerFields],
+                    store: StoreSize | None = None, in_flight: int = 0) -> dict[str, Any]:
     """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any)."""
     return {
         "pid": pid, "written_at": written_at, "in_flight": in_flight,
@@ -177,7 +152,7 @@ def encode_snapshot(*, pid: int, written_at: float, cache: Buckets, breaker: Buc
     }
 
 
-def decode_snapshot(data: Mapping[str, Any]) -> dict[str, Any]:
+def decode_snapshot(data: Mapping[str, Any]) -> Snapshot:
     """Parse a snapshot written by :func:`encode_snapshot` (bucket keys back to ints)."""
     return {
         "pid": data.get("pid"),
@@ -206,7 +181,7 @@ class RedisShare:
     def push(self, cache: Buckets, breaker: Buckets, cumulative: Counts) -> None:
         """Add this worker's deltas; raises StoreUnavailable when Redis cannot be used."""
 
-        def run(client: Any) -> None:
+        def run(client: redis.Redis) -> None:
             pipe = client.pipeline(transaction=False)
             for family, buckets, ttl in (("c", cache, self.cache_history), ("b", breaker, self.breaker_history)):
                 for second, counts in buckets.items():
@@ -229,11 +204,12 @@ class RedisShare:
         """The buckets of seconds ``first`` .. ``last`` of family ``c`` (cache) or ``b`` (breakers)."""
         seconds = list(range(first, last + 1))
 
-        def run(client: Any) -> list[Any]:
+        def run(client: redis.Redis) -> list[HashReply]:
             pipe = client.pipeline(transaction=False)
             for second in seconds:
                 pipe.hgetall(self._key(family, second))
-            return pipe.execute()
+            replies: list[HashReply] = pipe.execute()
+            return replies
 
         return {s: _ints(raw) for s, raw in zip(seconds, self.link.run(run), strict=True) if raw}
 
@@ -245,7 +221,7 @@ class RedisShare:
         """Drop one service's cumulative counters and its window buckets of seconds ``first`` .. ``last``."""
         names = list(fields)
 
-        def run(client: Any) -> None:
+        def run(client: redis.Redis) -> None:
             pipe = client.pipeline(transaction=False)
             pipe.hdel(self._key("cum"), *(f"{service}|{n}" for n in ("ok", "fail", "to", "rej")))
             for second in range(first, last + 1):
@@ -255,7 +231,7 @@ class RedisShare:
         self.link.run(run)
 
 
-def _ints(raw: Mapping[Any, Any]) -> Counts:
+def _ints(raw: Mapping[bytes | str, bytes | str]) -> Counts:
     out: Counts = {}
     for field, value in raw.items():
         name = field.decode() if isinstance(field, bytes) else str(field)

@@ -24,7 +24,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 # Look before every lookup: one compare in shared memory is cheaper than any window in which a
 # worker could still answer from an entry a sibling has dropped.
@@ -35,7 +34,8 @@ SEQ_NAME = "instance-bus.seq"
 SEQ_BYTES = 8
 
 log = logging.getLogger(__name__)
-Handler = Callable[[dict[str, Any]], None]
+Message = dict[str, object]  # one JSON object: its fields, and the "topic" and "pid" the bus adds
+Handler = Callable[[Message], None]
 
 
 class InstanceBus:
@@ -148,7 +148,7 @@ class InstanceBus:
             if os.path.exists(fresh):
                 os.unlink(fresh)
 
-    def publish(self, topic: str, message: dict[str, Any]) -> None:
+    def publish(self, topic: str, message: Message) -> None:
         """Tell every sibling worker (not this one)."""
         with self._lock:
             self._read()  # catch up first, so the gap check below is about others' messages only

@@ -16,12 +16,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.errors import GatewayError
 from gateway.messages import Headers, ProxyCall, ProxyResponse
+from gateway.redis.link import RedisLink
 from gateway.traffic import cors as cors_rules
-from gateway.traffic.ratelimit import RateLimiter
+from gateway.traffic.ratelimit import RateLimiter, RateLimitEvents
 
 
 class TrafficGuard:
@@ -72,6 +71,6 @@ def _with_headers(result: ProxyResponse, headers: Headers) -> ProxyResponse:
     return answer
 
 
-def traffic_guard(link: Any, stats: Any = None) -> TrafficGuard:
+def traffic_guard(link: RedisLink | None, stats: RateLimitEvents | None = None) -> TrafficGuard:
     """The guard the app's engine carries (Redis-backed limits when there is a link)."""
     return TrafficGuard(RateLimiter(link, stats=stats))

@@ -14,8 +14,9 @@ what it counted to Redis every ``SYNC_SECONDS`` in one call per client, taking b
 view (every worker's and instance's requests): a Redis round trip costs a gevent worker more than
 a whole cache hit, and a request that cannot come near a limit need not pay it. Between two syncs
 each worker may admit at most what it saw as spare beyond that headroom, so the shared count is
-exact wherever a limit could be reached. Keys (``{…}`` is a hash tag:
-the limits of one client stay in one cluster slot, as one script call needs)::
+exact wherever a limit could be reached. The script is ``gcra.lua``, beside this module; its keys
+(:func:`cell_keys`; ``{…}`` is a hash tag: the limits of one client stay in one cluster slot, as one
+script call needs)::
 
     <prefix>rl:{<digest of service, rule and client>}:<window seconds>   string  TAT in microseconds
 
@@ -33,9 +34,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Protocol
+
+from redis.commands.core import Script
 
 from gateway.cache.policy import credential_digest
 from gateway.clock import Clock, system_clock
@@ -52,40 +55,7 @@ SYNC_SECONDS = 0.05  # how often a worker adds the requests it counted itself to
 VIEW_SECONDS = 1.0  # a worker's view of a shared cell older than this is asked for again
 HEADROOM_MIN, HEADROOM_SHARE = 20, 0.10  # closer to a limit than this, every request asks Redis
 
-# KEYS: one per limit. ARGV: per limit, its emission interval and its window, in microseconds; then
-# how many requests to count (1: decide one request; more: add requests a worker already admitted,
-# never refused). Returns {refused, then per limit: remaining, reset in microseconds}: for a passed
-# request what is left after it and when the quota is whole again; for a refused one, on a limit
-# that refused it, 0 and the wait until one more request would pass.
-GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local count = tonumber(ARGV[2 * #KEYS + 1] or '1')
-local tats, out, spare, refused = {}, {0}, {}, 0
-for i = 1, #KEYS do
-  local interval, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '') or now
-  if tat < now then tat = now end
-  local new = tat + interval * count
-  tats[i] = new
-  if count == 1 and new - window > now then
-    refused = 1
-    out[2 * i], out[2 * i + 1] = 0, new - window - now
-  else
-    out[2 * i], out[2 * i + 1] = math.max(0, math.floor((now + window - new) / interval)), new - now
-    spare[i] = {math.floor((now + window - tat) / interval), tat - now}
-  end
-end
-if refused == 1 then
-  out[1] = 1
-  for i, left in pairs(spare) do out[2 * i], out[2 * i + 1] = left[1], left[2] end
-  return out
-end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.max(1, math.ceil((tats[i] - now) / 1000)))
-end
-return out
-"""
+GCRA = Path(__file__).with_name("gcra.lua").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -94,6 +64,23 @@ class Verdict:
 
     refused: bool
     states: list[tuple[int, float]]
+
+
+def cell_keys(link: RedisLink, who: str, rule: LimitRule) -> list[str]:
+    """KEYS of ``gcra.lua``: each limit's ``cell`` for ``who`` (service, rule and client, digested)."""
+    tag = hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return [link.key("rl", "{" + tag + "}", str(limit.window)) for limit in rule.limits]
+
+
+def gcra_argv(rule: LimitRule, count: int = 1) -> list[int]:
+    """ARGV of ``gcra.lua``: each limit's ``interval`` and ``window`` (``rule.script_args``), then ``count``."""
+    return [*rule.script_args, count]
+
+
+def gcra_reply(raw: list[int], limits: int) -> Verdict:
+    """The script's reply, by name: ``refused``, then per limit ``remaining`` and ``reset`` (microseconds)."""
+    values = [int(v) for v in raw]
+    return Verdict(bool(values[0]), [(values[1 + 2 * i], values[2 + 2 * i] / 1_000_000) for i in range(limits)])
 
 
 def _gcra(tats: list[float], rule: LimitRule, now: float) -> Verdict:
@@ -204,24 +191,36 @@ def limit_headers(rule: LimitRule, verdict: Verdict) -> Headers:
     return [("RateLimit-Policy", rule.policy), ("RateLimit", ", ".join(parts))]
 
 
+class RateLimitEvents(Protocol):
+    """Where the limiter counts its events (the gateway's stats): ``limited``, ``redis_down_*``."""
+
+    def record_rate_limit(self, service: str, event: str) -> None: ...
+
+
 class RateLimiter:
     """Decides, once per request, whether a client is within its service's limits."""
 
-    def __init__(self, link: RedisLink | None, clock: Clock = system_clock, stats: Any = None,
+    def __init__(self, link: RedisLink | None, clock: Clock = system_clock, stats: RateLimitEvents | None = None,
                  memory_bound: int = MEMORY_CELLS, sync_seconds: float = SYNC_SECONDS) -> None:
         self.link = link
         self.memory = MemoryCells(clock, memory_bound)
         self.stats = stats
-        self._script: Callable[..., Any] | None = link.client.register_script(GCRA) if link is not None else None
+        self._script: Script | None = link.client.register_script(GCRA) if link is not None else None
         self._views: OrderedDict[str, SharedView] = OrderedDict()  # clients far from their limits
         self._views_lock = threading.Lock()
         self._syncer: threading.Thread | None = None
         self.sync_seconds = sync_seconds  # 0: no background syncer (tests call sync() themselves)
 
     def _count(self, service: str, event: str) -> None:
-        record = getattr(self.stats, "record_rate_limit", None)
-        if record is not None:
-            record(service, event)
+        if self.stats is not None:
+            self.stats.record_rate_limit(service, event)
+
+    def _run_script(self, keys: list[str], argv: list[int]) -> list[int]:
+        """One call of ``gcra.lua``; raises ``StoreUnavailable`` when Redis cannot be used."""
+        script, link = self._script, self.link
+        assert script is not None and link is not None
+        reply: list[int] = link.run(lambda client: script(keys=keys, args=argv, client=client))
+        return reply
 
     def check(self, call: ProxyCall) -> Headers:
         """The RateLimit headers for a request that may go on; raise :class:`RateLimited` if it may not."""
@@ -254,12 +253,9 @@ class RateLimiter:
                 view.pending += 1
                 self._start_syncer()
                 return verdict
-        tag = hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        keys = [self.link.key("rl", "{" + tag + "}", str(limit.window)) for limit in rule.limits]
-        args = rule.script_args
-        script = self._script
+        keys = cell_keys(self.link, who, rule)
         try:
-            raw = self.link.run(lambda client: script(keys=keys, args=args, client=client))
+            raw = self._run_script(keys, gcra_argv(rule))
         except StoreUnavailable:
             self._forget(who)
             mode = settings.redis_down
@@ -269,13 +265,11 @@ class RateLimiter:
             if mode == "local":
                 return self.memory.decide(who, rule)
             return None
-        values = [int(v) for v in raw]
-        states = [(values[1 + 2 * i], values[2 + 2 * i] / 1_000_000) for i in range(len(rule.limits))]
-        verdict = Verdict(bool(values[0]), states)
+        verdict = gcra_reply(raw, len(rule.limits))
         if verdict.refused:
             self._forget(who)
         else:
-            self._remember(who, SharedView(keys, rule, [now + reset for _, reset in states], now))
+            self._remember(who, SharedView(keys, rule, [now + reset for _, reset in verdict.states], now))
         return verdict
 
     def _remember(self, who: str, view: SharedView) -> None:
@@ -312,19 +306,17 @@ class RateLimiter:
             return
         with self._views_lock:
             due = [(who, view, view.pending) for who, view in self._views.items() if view.pending]
-        script = self._script
         for who, view, count in due:
-            args = [*view.rule.script_args, count]
             try:
-                raw = self.link.run(lambda client: script(keys=view.keys, args=args, client=client))  # noqa: B023
+                raw = self._run_script(view.keys, gcra_argv(view.rule, count))
             except StoreUnavailable:
                 self._forget(who)  # the next request decides in Redis (or by its redis_down rule)
                 continue
             now = self.memory.clock()
-            values = [int(v) for v in raw]
+            shared = gcra_reply(raw, len(view.rule.limits))
             with self._views_lock:
                 view.pending -= count
                 extra = view.pending  # admitted while Redis answered: on top of the shared state
-                view.tats = [now + values[2 + 2 * i] / 1_000_000 + extra * step[0]
-                             for i, step in enumerate(view.rule.steps)]
+                view.tats = [now + reset + extra * step[0]
+                             for (_, reset), step in zip(shared.states, view.rule.steps, strict=True)]
                 view.seen = now

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.http.server import Connection, Limits
+from tests.support.raw_socket import read_until_closed
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -61,17 +62,7 @@ def exchange(app: App, data: bytes, limits: Limits | None = None) -> bytes:
     with served(app, limits) as client:
         client.sendall(data)
         client.shutdown(socket.SHUT_WR)
-        return read_all(client)
-
-
-def read_all(client: socket.socket) -> bytes:
-    chunks = []
-    try:
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return b"".join(chunks)
+        return read_until_closed(client)
 
 
 def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
@@ -148,7 +139,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_read() -> None:
         assert client.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
         client.sendall(b"body")
         client.shutdown(socket.SHUT_WR)
-        answers = responses(read_all(client))
+        answers = responses(read_until_closed(client))
     assert answers[0][0] == 200 and app.seen[0]["body"] == b"body"
 
 
@@ -227,7 +218,7 @@ def test_a_bad_chunk_inside_a_body_the_app_reads_is_a_400_not_a_500() -> None:
     with served(reader) as client:
         client.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
         client.sendall(b"0x2\r\nab\r\n0\r\n\r\n")
-        answers = responses(read_all(client))
+        answers = responses(read_until_closed(client))
     assert [status for status, _, _ in answers] == [400]
     assert error_code(answers[0][2]) == "bad_request"
 
@@ -362,7 +353,7 @@ def test_a_stopping_worker_answers_a_kept_connection_once_more_and_says_close() 
     assert first.startswith(b"HTTP/1.1 200") and b"Connection: close" not in first
     state["alive"] = False  # SIGTERM arrives while the connection is kept alive
     client.sendall(GET)
-    answer = read_all(client)  # still answered (as gunicorn does), then the connection ends
+    answer = read_until_closed(client)  # still answered (as gunicorn does), then the connection ends
     assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
     client.close()
     thread.join(5)

@@ -12,7 +12,6 @@ from gateway.breaker.core import Outcome
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.observe.stats import GatewayStats
-from gateway.observe.stats_report import LATENCY_BOUNDS_MS, latency_bin, percentile
 from gateway.redis.link import RedisLink
 
 SERVICE = "order-service"
@@ -165,13 +164,6 @@ def test_cache_snapshot_is_duck_typed(workers: tuple[GatewayStats, GatewayStats]
     other.flush()  # embedded mode: every worker has its own cache, the sizes add up
     c = stats.cache_stats()
     assert (c["keys"], c["memory_used_bytes"]) == (24, 6912)
-
-
-def test_percentile_of_histogram() -> None:
-    assert percentile({}, 50) == 0.0
-    histogram = {latency_bin(10.0): 1}
-    assert percentile(histogram, 99) == pytest.approx(10.0, rel=0.1)
-    assert latency_bin(10**9) == len(LATENCY_BOUNDS_MS)
 
 
 def test_flusher_publishes_in_background(tmp_path: Path) -> None:

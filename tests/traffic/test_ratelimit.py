@@ -9,7 +9,18 @@ from gateway.config.settings import ConfigError, ServiceConfig, load_settings
 from gateway.config.traffic import parse_limit, parse_rate_limit
 from gateway.errors import RateLimited
 from gateway.messages import ProxyCall
-from gateway.traffic.ratelimit import MemoryCells, RateLimiter, client_key, limit_headers
+from gateway.redis.link import RedisLink
+from gateway.traffic.ratelimit import (
+    GCRA,
+    MemoryCells,
+    RateLimiter,
+    Verdict,
+    cell_keys,
+    client_key,
+    gcra_argv,
+    gcra_reply,
+    limit_headers,
+)
 
 
 def limited(raw: dict, prefix: str = "/orders") -> ServiceConfig:
@@ -153,3 +164,24 @@ def test_a_bad_limit_in_the_file_is_told_with_its_line_and_column(tmp_path) -> N
         load_settings({"GATEWAY_CONFIG": str(path)})
     assert "cors.origin: unknown key 'origin'; did you mean 'origins'?" in str(caught.value)
     assert str(caught.value).endswith(f"(at {path}:4:7)")
+
+
+def test_the_script_is_called_by_name() -> None:
+    rule = limited({"limits": ["10/s", "1000/h"]}).rate_limit.rule  # type: ignore[union-attr]
+    # Per limit its interval and window in microseconds (the script's "interval" and "window"), then "count".
+    assert gcra_argv(rule) == [100_000, 1_000_000, 3_600_000, 3_600_000_000, 1]
+    assert gcra_argv(rule, 7)[-1] == 7
+    # "refused", then per limit "remaining" and "reset" in microseconds.
+    assert gcra_reply([1, 0, 250_000, 12, 0], 2) == Verdict(True, [(0, 0.25), (12, 0.0)])
+    for name in ("KEYS[i]", "cell", "interval", "window", "count", "refused", "remaining", "reset"):
+        assert name in GCRA.split("local t = ")[0], name  # the script's header names what it is given
+
+
+def test_one_clients_cells_share_one_hash_tag_and_name_no_secret() -> None:
+    rule = limited({"limits": ["10/s", "1000/h"]}).rate_limit.rule  # type: ignore[union-attr]
+    link = RedisLink("redis://127.0.0.1:9", "gw:")
+    keys = cell_keys(link, "order-service\0\0ip:10.0.0.1", rule)
+    tags = {key.split("{")[1].split("}")[0] for key in keys}
+    assert len(tags) == 1 and [key.rsplit(":", 1)[1] for key in keys] == ["1", "3600"]
+    assert all(key.startswith("gw:rl:{") for key in keys) and "10.0.0.1" not in "".join(keys)
+    assert cell_keys(link, "order-service\0\0ip:10.0.0.2", rule) != keys
