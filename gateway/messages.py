@@ -5,6 +5,7 @@ These are Flask-free so the same engine serves the blueprints and any lean WSGI 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -32,6 +33,12 @@ def without_headers(headers: Headers, *names: str) -> Headers:
     """Return ``headers`` less every header in ``names`` (case-insensitive)."""
     drop = {n.lower() for n in names}
     return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def credential_digest(headers: Headers) -> str:
+    """A digest of the request's ``Authorization`` and ``Cookie``, so one user's state never reaches another."""
+    material = "\0".join(header_values(headers, "Authorization")) + "\1" + "\0".join(header_values(headers, "Cookie"))
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def set_header(headers: Headers, name: str, value: str) -> None:

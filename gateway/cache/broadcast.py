@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.cache.store import MemoryStore
 from gateway.share.bus import InstanceBus
 
@@ -23,9 +21,11 @@ class BroadcastMemoryStore:
     def _drop_everything(self) -> None:
         self.store.purge()  # the bus lost messages: nothing cached here can be trusted
 
-    def _apply(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "groups" and isinstance(message.get("groups"), list):
-            self.store.drop_groups([g for g in message["groups"] if isinstance(g, str)])
+    def _apply(self, message: dict[str, object]) -> None:
+        """A sibling's drop or purge (what arrives is checked: the bus is only a file)."""
+        groups = message.get("groups")
+        if message.get("op") == "groups" and isinstance(groups, list):
+            self.store.drop_groups([g for g in groups if isinstance(g, str)])
         elif message.get("op") == "purge":
             path, prefix = message.get("path"), message.get("prefix")
             self.store.purge(path=path if isinstance(path, str) else None,

@@ -1,15 +1,15 @@
-"""One request's dealings with the cache; the base class passes everything through untouched.
+"""The exchange: one request's dealings with the cache, as the forwarder drives it; this one passes all through.
 
-``ResponseCache.begin`` returns an :class:`Exchange` (or a subclass that looks up, stores,
-revalidates and invalidates). The forwarder drives it the same way whatever it is, so the request
-flow in ``forwarder.py`` reads the same for cached and uncached routes.
+``ResponseCache.begin`` returns an :class:`Exchange`: this pass-through one (nothing looked up or
+stored), or a ``ReadExchange`` or ``WriteExchange`` (``exchange``). The forwarder drives each the
+same way, so the request flow in ``forwarder.py`` reads the same for cached and uncached routes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from gateway.cache.policy import downstream_headers
+from gateway.cache.policy.directives import downstream_headers
 from gateway.errors import GatewayError, UpstreamError
 from gateway.messages import Headers, ProxyCall, ProxyResponse, UpstreamResponse
 

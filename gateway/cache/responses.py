@@ -1,88 +1,65 @@
-"""The gateway's shared HTTP cache (RFC 9111): keys, lookup, storage, coalescing, invalidation, purge.
+"""The cache a request meets (RFC 9111): lookup, save, invalidate, purge and snapshot, with coalescing and refresh.
 
-``ResponseCache.begin`` is the forwarder's one entry point; it returns the :class:`Exchange` that
-carries the request through the rest of the flow (see ``cache_exchange``). With a Redis link the
-entries live in Redis, shared by every worker and instance; without one each worker has its own LRU.
-A store that fails never fails a request: the request goes upstream with ``X-Cache: BYPASS``.
+``ResponseCache.begin`` is the forwarder's one entry point: it returns the exchange that carries the
+request through the rest of the flow (``passthrough`` and ``exchange``); the exchange comes back here
+for everything that touches the store. With a Redis link the entries live in Redis, shared by every
+worker and instance; without one each worker has its own LRU. A store that fails never fails a
+request: the request goes upstream with ``X-Cache: BYPASS``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Protocol, TypeVar
 
-from gateway.cache import policy
 from gateway.cache.broadcast import BroadcastMemoryStore
-from gateway.cache.entry import Entry, decode, encode
+from gateway.cache.coalescing import POLL_SECONDS, Coalesced, Inflight, Lead
+from gateway.cache.entry import Entry, Found, decode, encode
+from gateway.cache.exchange import WriteExchange, begin_read
 from gateway.cache.passthrough import Exchange
+from gateway.cache.policy import keys, ranges
+from gateway.cache.policy.directives import CacheControl
 from gateway.cache.store import MemoryStore, RedisStore
 from gateway.cache.tier import TieredStore
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
-from gateway.messages import Headers, ProxyCall, header_values
+from gateway.messages import Headers, ProxyCall
 from gateway.redis.link import RedisLink, StoreUnavailable
 from gateway.share.bus import InstanceBus
 
 log = logging.getLogger("gateway.cache")
 
-REVALIDATE_KEEP_S = 300.0  # an expired entry with a validator is kept this long to be revalidated (a 304)
-DECODED_MAX = 256  # decoded entries remembered per worker
-DECODED_MAX_BYTES = 16 * 1024  # larger values are decoded each time (hashing them would cost more)
+MEMO_MAX = 256  # hot requests' shared keys and decoded entries remembered per worker
+MEMO_MAX_BYTES = 16 * 1024  # larger stored values are decoded each time (hashing them would cost more)
+
+Store = MemoryStore | RedisStore | TieredStore | BroadcastMemoryStore
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-def sorted_query(query: str) -> str:
-    """The query string with its parameters in a stable order (``b=2&a=1`` and ``a=1&b=2`` share a key)."""
-    return "&".join(sorted(part for part in query.split("&") if part))
+class CacheEvents(Protocol):
+    """Where cache events such as ``coalesced`` are counted (the gateway's stats)."""
+
+    def record_cache(self, event: str) -> None:
+        """Count one event."""
+        ...
 
 
-def _digest(*parts: str) -> str:
-    material = "\0".join(parts).encode("utf-8", "surrogateescape")
-    return hashlib.sha256(material).hexdigest()[:40]
-
-
-def _parent(path: str) -> str:
-    trimmed = path.rstrip("/")
-    head = trimmed.rsplit("/", 1)[0]
-    return head or "/"
-
-
-def invalidation_paths(call: ProxyCall, response_headers: Headers) -> list[str]:
-    """The paths a successful write drops: its own, its parent, and the Location/Content-Location on this service."""
-    parent = _parent(call.path)
-    paths = {call.path, call.path.rstrip("/") or "/", parent, parent.rstrip("/") + "/"}
-    prefix = call.service.prefix
-    for name in ("Location", "Content-Location"):
-        for value in header_values(response_headers, name):
-            parts = urlsplit(value.strip())
-            if parts.netloc and parts.netloc.lower() != call.host.lower():
-                continue  # another host: not one of this service's entries
-            target = parts.path
-            if not target:
-                continue
-            if not target.startswith("/"):
-                target = call.path.rsplit("/", 1)[0] + "/" + target  # relative reference
-            # The service may name its own path (prefix stripped) or the gateway's; drop both readings.
-            if target == prefix or target.startswith(prefix + "/"):
-                paths.add(target)
-            if call.service.strip_prefix:
-                paths.add(prefix + target if target != "/" else prefix)
-    return sorted(paths)
-
-
-def partial_key(key: str) -> str:
-    """Where the partial (206) entries of a primary key are stored."""
-    return key + ":partial"
+def _remember(memo: dict[K, V], key: K, value: V) -> None:
+    """Keep ``value`` in a memo of at most ``MEMO_MAX`` items, forgetting the oldest first."""
+    if len(memo) >= MEMO_MAX:
+        memo.pop(next(iter(memo)), None)
+    memo[key] = value
 
 
 class ResponseCache:
     """Decides, per request, whether the answer comes from the cache, and stores what may be reused."""
 
     def __init__(self, settings: Settings, link: RedisLink | None, clock: Clock = system_clock,
-                 stats: Any = None, store: Any = None, tier_seconds: float = 0.0,
+                 stats: CacheEvents | None = None, store: Store | None = None, tier_seconds: float = 0.0,
                  bus: InstanceBus | None = None, tier_monotonic: Callable[[], float] | None = None) -> None:
         self.settings = settings
         self.clock = clock
@@ -93,16 +70,16 @@ class ResponseCache:
                 store = TieredStore(store, tier_seconds, max_entries=settings.cache_max_entries,
                                     **({"monotonic": tier_monotonic} if tier_monotonic is not None else {}))
         if store is None:
-            store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes, clock)
-            if bus is not None:
-                store = BroadcastMemoryStore(store, bus)  # drops must reach the sibling workers
-        self.store: MemoryStore | RedisStore | TieredStore | BroadcastMemoryStore = store
+            memory = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes, clock)
+            # Several workers without Redis: drops must reach the sibling workers.
+            store = BroadcastMemoryStore(memory, bus) if bus is not None else memory
+        self.store: Store = store
         # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None
         self._shared_keys: dict[tuple[str, str, str, str], str] = {}  # hot requests' shared keys, worked out once
         self._decoded: dict[bytes, Entry] = {}  # stored bytes -> their entry (entries are never changed in place)
-        self._inflight: dict[str, threading.Event] = {}
+        self._inflight = Inflight()
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
@@ -112,168 +89,182 @@ class ResponseCache:
             self.stats = app.extensions.get("gateway.stats")
         app.extensions["gateway.cache"] = self
 
+    @property
+    def source(self) -> str:
+        """Where the entries live (``memory`` or ``Redis``), for ``X-Cache-Source``."""
+        return self.store.source
+
     # -- the forwarder's entry point ------------------------------------------------------------
 
     def begin(self, call: ProxyCall, coalesce: bool = True) -> Exchange:
-        """Look the request up (waiting for a concurrent identical miss, if ``coalesce``) and return its exchange."""
-        from gateway.cache.exchange import CachedExchange, InvalidatingExchange
-
+        """The exchange for ``call``: a read looked up (waiting for a concurrent identical miss, if
+        ``coalesce``), a write that will invalidate, or a pass-through."""
         method = call.method.upper()
         if not call.service.cache:
             return Exchange(call, "BYPASS")
-        if method in policy.UNSAFE_METHODS:
-            return InvalidatingExchange(self, call)
-        if method not in ("GET", "HEAD"):
-            return Exchange(call, "BYPASS")
-        exchange = CachedExchange(self, call)
-        try:
-            exchange.lookup(coalesce)
-        except StoreUnavailable as exc:
-            log.debug("cache store unavailable, bypassing: %s", exc)
-            exchange.close()
-            if "only-if-cached" in exchange.req_cc:
-                from gateway.errors import OnlyIfCached
+        if method in keys.UNSAFE_METHODS:
+            return WriteExchange(call, self)
+        if method in keys.LOOKUP_METHODS:
+            return begin_read(call, self, coalesce)
+        return Exchange(call, "BYPASS")
 
-                raise OnlyIfCached(service=call.service.name) from None
-            return Exchange(call, "BYPASS")
-        return exchange
+    # -- lookup, save, invalidate ---------------------------------------------------------------
 
-    # -- keys, lookup and storage ---------------------------------------------------------------
-
-    def keys_for(self, call: ProxyCall) -> list[tuple[str, bool]]:
-        """Primary keys to look in, each with whether it is credential-keyed (personal) or shared."""
+    def _shared_key(self, call: ProxyCall) -> str:
         request = (call.host.lower(), call.service.name, call.path, call.query)
         shared = self._shared_keys.get(request)
         if shared is None:
-            shared = _digest(*request[:3], sorted_query(call.query))
-            if len(self._shared_keys) >= DECODED_MAX:
-                self._shared_keys.pop(next(iter(self._shared_keys)), None)
-            self._shared_keys[request] = shared
-        if not policy.has_credentials(call.headers):
-            return [(shared, False)]
-        keys = [(_digest(*request[:3], sorted_query(call.query), policy.credential_digest(call.headers)), True)]
-        if call.service.share_public_across_users:
-            keys.append((shared, False))
-        return keys
+            shared = keys.shared_key(call)
+            _remember(self._shared_keys, request, shared)
+        return shared
 
-    def find(self, call: ProxyCall, direct: bool = False,
-             read: tuple[str, list[bytes]] | None = None) -> tuple[Entry, str] | None:
-        """Return the newest stored variant that matches the request, with its key (raises StoreUnavailable).
+    def lookup(self, call: ProxyCall, *, partial: bool = False, direct: bool = False,
+               read: tuple[str, list[bytes]] | None = None) -> Found | None:
+        """The newest stored whole answer (or with ``partial`` a 206) that matches ``call`` (raises StoreUnavailable).
 
         ``direct`` skips a per-worker tier, for coalesced waiters looking for what a leader just stored;
         ``read`` is one key's variants already read from the store (with the coalescing lock).
         """
-        credentials = policy.has_credentials(call.headers)
-        for key, personal in self.keys_for(call):
-            best: Entry | None = None
+        credentials = keys.has_credentials(call.headers)
+        for key, personal in keys.lookup_keys(call, self._shared_key(call)):
+            if partial:
+                key = keys.partial_key(key)
             blobs = read[1] if read is not None and read[0] == key else self.store.get_variants(key, direct)
+            best: Entry | None = None
             for blob in blobs:
                 entry = self._decode(blob)
-                if entry is None or not entry.matches(call.headers):
+                if entry is None or not entry.matches(call.headers) \
+                        or not keys.reusable_by(credentials, personal, entry.cache_control):
                     continue
-                if credentials and not personal and "public" not in entry.cache_control:
-                    continue  # a credentialed request reuses a shared entry only when it is public
                 if best is None or entry.response_time > best.response_time:
                     best = entry
             if best is not None:
-                return best, key
+                return Found(best, key)
         return None
-
-    def find_partial(self, call: ProxyCall) -> tuple[Entry, str] | None:
-        """The newest stored partial (206) variant that matches the request, with its key (raises StoreUnavailable).
-
-        Partial entries live under their own keys, so a lookup for a whole answer never meets one.
-        """
-        for key, personal in self.keys_for(call):
-            found = self._newest(call, partial_key(key), personal)
-            if found is not None:
-                return found, partial_key(key)
-        return None
-
-    def _newest(self, call: ProxyCall, key: str, personal: bool) -> Entry | None:
-        best: Entry | None = None
-        credentials = policy.has_credentials(call.headers)
-        for blob in self.store.get_variants(key):
-            entry = self._decode(blob)
-            if entry is None or not entry.matches(call.headers):
-                continue
-            if credentials and not personal and "public" not in entry.cache_control:
-                continue
-            if best is None or entry.response_time > best.response_time:
-                best = entry
-        return best
 
     def _decode(self, blob: bytes) -> Entry | None:
         """``decode`` with a small memo: a hot entry's bytes are parsed and checked once, not on every hit."""
-        if len(blob) > DECODED_MAX_BYTES:
+        if len(blob) > MEMO_MAX_BYTES:
             return decode(blob)
         entry = self._decoded.get(blob)
         if entry is None:
             entry = decode(blob)
             if entry is not None:
-                if len(self._decoded) >= DECODED_MAX:
-                    self._decoded.pop(next(iter(self._decoded), b""), None)
-                self._decoded[blob] = entry
+                _remember(self._decoded, blob, entry)
         return entry
 
-    def key_to_store(self, call: ProxyCall, entry: Entry) -> str:
-        """The key a new response goes under: personal for credentials unless shared public is allowed."""
-        keys = self.keys_for(call)
-        if len(keys) == 2 and "public" in entry.cache_control:
-            entry.credential_keyed = False
-            return keys[1][0]
-        entry.credential_keyed = keys[0][1]
-        return keys[0][0]
+    def save(self, call: ProxyCall, entry: Entry, *, lead: Lead | None = None, key: str | None = None) -> bool:
+        """Store ``entry`` while its freshness and stale windows last; False if not stored (raises StoreUnavailable).
 
-    def save(self, call: ProxyCall, key: str, entry: Entry, release: tuple[str, str] | None = None) -> bool:
-        """Store ``entry`` under ``key`` with a TTL covering freshness and the stale windows; False if not worth it.
-
-        ``release`` (the leader's coalescing lock and token) is let go by the same store call.
+        A new answer goes under the key the rules choose (a 206 under its partial key, and only if its
+        body is the range it claims); a revalidated one under ``key``, where it was found. ``lead``'s
+        store lock is released by the same store call.
         """
-        cc = entry.cache_control
-        remaining = entry.lifetime - policy.initial_age(entry.headers, entry.request_time, entry.response_time)
-        extra = max(self.settings.cache_stale_grace, policy.seconds(cc, "stale-if-error") or 0.0,
-                    policy.seconds(cc, "stale-while-revalidate") or 0.0)
-        if policy.has_validator(entry.headers):
-            extra = max(extra, REVALIDATE_KEEP_S)  # kept so a later request revalidates instead of refetching
-        ttl = max(0.0, remaining) + extra
+        if key is None:
+            if not ranges.holds_its_range(entry.status, entry.headers, len(entry.body)):
+                return False
+            key = keys.key_for_status(keys.personal_key(call) if entry.personal else self._shared_key(call),
+                                      entry.status)
+        ttl = entry.kept_for(self.settings.cache_stale_grace)
         if ttl <= 0:
             return False
-        return bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl, release=release))
+        release = (lead.name, lead.token) if lead is not None and lead.token is not None else None
+        saved = bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl, release=release))
+        if saved and release is not None and lead is not None:
+            lead.token = None  # released by the store call itself
+        return saved
 
     def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:
         """Drop the entries a successful write made stale (raises StoreUnavailable)."""
-        return self.store.drop_groups(invalidation_paths(call, response_headers))
+        return self.store.drop_groups(keys.invalidation_paths(call, response_headers))
 
     # -- coalescing -------------------------------------------------------------------------------
 
-    def join(self, name: str) -> threading.Event | None:
-        """Lead the in-process fetch of ``name`` (return None) or get the leader's event to wait on."""
-        with self._lock:
-            event = self._inflight.get(name)
-            if event is not None:
-                return event
-            self._inflight[name] = threading.Event()
-            return None
+    def coalesce(self, call: ProxyCall, request_cc: CacheControl) -> Coalesced:
+        """Let one request per key go upstream; others wait (at most the service timeout) for its stored answer.
 
-    def leave(self, name: str) -> None:
-        """End the in-process lead of ``name`` and wake its waiters."""
-        with self._lock:
-            event = self._inflight.pop(name, None)
+        A waiter that meets a fresh answer reuses it (counted as ``coalesced``); one that does not goes
+        upstream too, leading nothing. Raises StoreUnavailable only when the store fails mid-wait.
+        """
+        name = keys.lookup_keys(call, self._shared_key(call))[0][0]
+        timeout = call.service.timeout
+        event = self._inflight.join(name)
         if event is not None:
-            event.set()
+            event.wait(timeout)
+            return self._leaders_answer(call, request_cc, Coalesced())
+        lead = Lead(name)
+        try:
+            lead.token, read = self.store.lock_and_read(name, timeout + 1.0)
+        except StoreUnavailable:
+            return Coalesced(lead)
+        if lead.token is not None:
+            # Double-check: another process may have stored the answer between our lookup and our lock
+            # (read with the lock, where the store can).
+            return self._leaders_answer(call, request_cc, Coalesced(lead), None if read is None else (name, read))
+        try:
+            return self._wait_for_other_process(call, request_cc, lead, time.monotonic() + timeout)
+        except StoreUnavailable:
+            self.release(lead)
+            raise
 
-    def start_refresh(self, call: ProxyCall, name: str) -> bool:
-        """Start one background refresh of ``name`` (stale-while-revalidate); False if unavailable or running."""
+    def _wait_for_other_process(self, call: ProxyCall, request_cc: CacheControl, lead: Lead,
+                                deadline: float) -> Coalesced:
+        """Another process leads: poll for its stored answer until it lets go of its lock or ``deadline``."""
+        waited = Coalesced(lead)
+        while time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            waited = self._leaders_answer(call, request_cc, waited)
+            if waited.fresh:
+                return waited
+            if not self.store.is_locked(lead.name):
+                return self._leaders_answer(call, request_cc, waited)
+        return waited
+
+    def _leaders_answer(self, call: ProxyCall, request_cc: CacheControl, waited: Coalesced,
+                        read: tuple[str, list[bytes]] | None = None) -> Coalesced:
+        """After waiting: the leader's stored answer, ``fresh`` when it may answer (then the lead is let go)."""
+        try:
+            found = self.lookup(call, direct=True, read=read)
+        except StoreUnavailable:
+            return waited
+        if found is None:
+            return waited
+        if found.entry.reuse(request_cc, self.clock()) != "fresh":
+            return Coalesced(waited.lead, found)
+        self._record("coalesced")
+        self.release(waited.lead)
+        return Coalesced(None, found, fresh=True)
+
+    def release(self, lead: Lead | None) -> None:
+        """Let go of ``lead``: its store lock (if still its own) and its in-process lead, waking its waiters."""
+        if lead is None:
+            return
+        if lead.token is not None:
+            token, lead.token = lead.token, None
+            try:
+                self.store.release(lead.name, token)
+            except StoreUnavailable:
+                pass  # the lease runs out by itself
+        self._inflight.leave(lead.name)
+
+    # -- stale-while-revalidate -------------------------------------------------------------------
+
+    def start_refresh(self, call: ProxyCall, found: Found) -> bool:
+        """Start one background refresh of ``found`` (stale-while-revalidate); False if there is no refresher.
+
+        True too when a refresh of it already runs, here or in another process.
+        """
         refresher = self.refresher
         if refresher is None:
             return False
+        name = found.key
+        lock = "r:" + name  # the store lock of the refresh, apart from the key's coalescing lock
         with self._lock:
             if name in self._refreshing:
                 return True
             self._refreshing.add(name)
         try:
-            token = self.store.try_lock("r:" + name, call.service.timeout + 1.0)
+            token = self.store.try_lock(lock, call.service.timeout + 1.0)
         except StoreUnavailable:
             token = None
         if token is None:
@@ -291,15 +282,15 @@ class ResponseCache:
                 with self._lock:
                     self._refreshing.discard(name)
                 try:
-                    self.store.release("r:" + name, token)
+                    self.store.release(lock, token)
                 except StoreUnavailable:
                     pass
 
         threading.Thread(target=run, name="cache-refresh", daemon=True).start()
         return True
 
-    def record(self, event: str) -> None:
-        """Tell the stats object (if any) about a cache event such as ``coalesced``."""
+    def _record(self, event: str) -> None:
+        """Tell the stats (if any) about a cache event such as ``coalesced``."""
         if self.stats is not None:
             try:
                 self.stats.record_cache(event)
@@ -308,10 +299,10 @@ class ResponseCache:
 
     # -- admin and stats --------------------------------------------------------------------------
 
-    def purge(self, path: str | None = None, prefix: str | None = None) -> dict[str, Any]:
+    def purge(self, path: str | None = None, prefix: str | None = None) -> dict[str, int | str]:
         """Drop one path's entries, a subtree's, or (neither given) all; e.g. ``{"purged": 3}``."""
         purged = self.store.purge(path=path, prefix=prefix)
-        summary: dict[str, Any] = {"purged": purged, "store": self.store.source}
+        summary: dict[str, int | str] = {"purged": purged, "store": self.store.source}
         if path is not None:
             summary["path"] = path
         if prefix is not None:

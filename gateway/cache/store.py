@@ -2,7 +2,7 @@
 
 Both stores hold, under one primary key, the encoded variants of one URL (one per ``Vary`` value
 set), and index every primary key by the path it belongs to, so a write to a path drops all its
-queries, variants and users at once. Values are opaque bytes here; ``cache_entry`` decodes them.
+queries, variants and users at once. Values are opaque bytes here; ``entry`` decodes them.
 Redis errors surface as :class:`StoreUnavailable`; the cache turns them into ``X-Cache: BYPASS``.
 """
 
@@ -13,8 +13,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
+from gateway.cache.lua import LuaScript
 from gateway.clock import Clock, system_clock
 from gateway.redis.link import RedisLink, StoreUnavailable
 
@@ -143,47 +143,11 @@ class MemoryStore:
             return {"keys": len(self._slots), "memory_used_bytes": self._bytes}
 
 
-# Store one variant, index its key under its path, and only ever lengthen either key's TTL, so a
-# path index never expires before an entry it must be able to drop; announce it, and release the
-# leader's coalescing lock if it is still its own (ARGV[6], KEYS[3]), all in one round trip.
-_PUT = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local ttl = tonumber(ARGV[3])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-redis.call('SADD', KEYS[2], KEYS[1])
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) == ARGV[6] then redis.call('DEL', KEYS[3]) end
-return 1
-"""
-
-# Take the coalescing lock and, when it is ours, read the entry in the same call: the leader's
-# double-check (has another process stored the answer meanwhile?) costs no second round trip.
-_LOCK_AND_READ = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('HVALS', KEYS[2])
-end
-return false
-"""
-
-# Drop every entry key indexed under the given path keys, then the indexes themselves.
-_DROP = """
-local n = 0
-for _, group in ipairs(KEYS) do
-  local members = redis.call('SMEMBERS', group)
-  for i = 1, #members, 500 do
-    n = n + redis.call('UNLINK', unpack(members, i, math.min(i + 499, #members)))
-  end
-  redis.call('UNLINK', group)
-end
-return n
-"""
-
-# Release a coalescing lock only if it is still ours (its lease may have passed to another leader).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+# Loaded once, at import; each file's header names its KEYS and ARGV.
+PUT = LuaScript.beside(__file__, "put")
+LOCK_AND_READ = LuaScript.beside(__file__, "lock_and_read")
+DROP = LuaScript.beside(__file__, "drop")
+RELEASE = LuaScript.beside(__file__, "release")
 
 SCAN_COUNT = 500
 
@@ -193,30 +157,51 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
 
 
+class RedisNames:
+    """Every Redis key and channel the cache uses, built here and nowhere else."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+
+    def entry(self, key: str) -> str:
+        """The hash holding the variants of primary key ``key``."""
+        return self.link.key("cache", "e", key)
+
+    def group(self, group: str) -> str:
+        """The set of entry keys indexed under the path ``group``."""
+        return self.link.key("cache", "p", group)
+
+    def lock(self, name: str) -> str:
+        """The cross-process coalescing lock ``name``."""
+        return self.link.key("cache", "l", name)
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel announcing stores and drops to every worker's tier."""
+        return self.link.key("cache", "invalidate")
+
+    @property
+    def every_key(self) -> str:
+        """What every cache key starts with (a purge of everything scans for it)."""
+        return self.link.key("cache", "")
+
+
 class RedisStore:
-    """Entries in Redis hashes under ``<prefix>cache:e:``, path indexes under ``<prefix>cache:p:``."""
+    """Entries in Redis hashes, path indexes in Redis sets, named by :class:`RedisNames`."""
 
     source = "Redis"
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self._put = link.client.register_script(_PUT)
-        self._drop = link.client.register_script(_DROP)
-        self._release = link.client.register_script(_RELEASE)
-        self._lock_and_read = link.client.register_script(_LOCK_AND_READ)
-
-    def _entry_key(self, key: str) -> str:
-        return self.link.key("cache", "e", key)
-
-    def _group_key(self, group: str) -> str:
-        return self.link.key("cache", "p", group)
-
-    def _lock_key(self, name: str) -> str:
-        return self.link.key("cache", "l", name)
+        self.names = RedisNames(link)
+        self._put = PUT.register(link.client)
+        self._drop = DROP.register(link.client)
+        self._release = RELEASE.register(link.client)
+        self._lock_and_read = LOCK_AND_READ.register(link.client)
 
     def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
         """Return every stored variant of ``key`` (``direct`` matters only to a tier in front)."""
-        values = self.link.run(lambda c: c.hvals(self._entry_key(key)))
+        values = self.link.run(lambda c: c.hvals(self.names.entry(key)))
         return [v for v in values if isinstance(v, bytes)]
 
     def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
@@ -226,27 +211,28 @@ class RedisStore:
         ``announce`` (channel, message) is published and ``release`` (lock name, token) released by
         the same script, at no extra round trip.
         """
-        ttl_ms = max(1000, int(ttl * 1000))
         lock, token = release or ("", "")
-        keys = [self._entry_key(key), self._group_key(group), self._lock_key(lock)]
         channel, message = announce or ("", b"")
-        args: list[bytes | str | int] = [variant, blob, ttl_ms, channel, message, token]
-        self.link.run(lambda c: self._put(keys=keys, args=args, client=c))
+        self.link.run(lambda c: self._put(
+            c, entry=self.names.entry(key), group=self.names.group(group), lock=self.names.lock(lock),
+            variant=variant, blob=blob, ttl_ms=max(1000, int(ttl * 1000)), channel=channel, message=message,
+            token=token))
         return True
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop every entry of the given paths; return how many keys went."""
         if not groups:
             return 0
-        keys = [self._group_key(g) for g in groups]
-        return int(self.link.run(lambda c: self._drop(keys=keys, args=[], client=c)))
+        indexes = [self.names.group(g) for g in groups]
+        return int(self.link.run(lambda c: self._drop(c, groups=indexes)))
 
     def _scan(self, pattern: str) -> Iterator[list[str]]:
         """Batches of keys matching ``pattern``: one SCAN step per Redis call, never KEYS."""
         cursor = 0
         while True:
             at = cursor
-            step: Any = self.link.run(lambda c: c.scan(at, match=pattern, count=SCAN_COUNT))  # noqa: B023
+            step: tuple[int, list[bytes | str]] = self.link.run(
+                lambda c: c.scan(at, match=pattern, count=SCAN_COUNT))  # noqa: B023 (run calls it at once)
             cursor, found = int(step[0]), step[1]
             if found:
                 yield [k.decode() if isinstance(k, bytes) else str(k) for k in found]
@@ -259,12 +245,12 @@ class RedisStore:
             return self.drop_groups([path])
         count = 0
         if prefix is not None:
-            head = self._group_key("")
+            head = self.names.group("")
             for batch in self._scan(_glob_escape(head + prefix) + "*"):
                 count += self.drop_groups([k[len(head):] for k in batch])
             return count
-        entry_head = self._entry_key("")
-        for batch in self._scan(_glob_escape(self.link.key("cache", "")) + "*"):
+        entry_head = self.names.entry("")
+        for batch in self._scan(_glob_escape(self.names.every_key) + "*"):
             count += sum(1 for k in batch if k.startswith(entry_head))
             self.link.run(lambda c: c.unlink(*batch))  # noqa: B023 (run calls it at once)
         return count
@@ -273,15 +259,15 @@ class RedisStore:
         """Take the cross-process coalescing lock for ``name``; return its token, or None if held elsewhere."""
         token = uuid.uuid4().hex
         lease_ms = max(1, int(lease * 1000))
-        got = self.link.run(lambda c: c.set(self._lock_key(name), token, nx=True, px=lease_ms))
+        got = self.link.run(lambda c: c.set(self.names.lock(name), token, nx=True, px=lease_ms))
         return token if got else None
 
     def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
         """Take the lock for ``name`` and, if it is ours, read that key's variants in the same call."""
         token = uuid.uuid4().hex
-        keys = [self._lock_key(name), self._entry_key(name)]
-        lease_ms = max(1, int(lease * 1000))
-        values = self.link.run(lambda c: self._lock_and_read(keys=keys, args=[token, lease_ms], client=c))
+        values = self.link.run(lambda c: self._lock_and_read(
+            c, lock=self.names.lock(name), entry=self.names.entry(name), token=token,
+            lease_ms=max(1, int(lease * 1000))))
         if not isinstance(values, list):
             return None, None
         return token, [v for v in values if isinstance(v, bytes)]
@@ -292,14 +278,14 @@ class RedisStore:
         Sent even while the link skips Redis after a failure: a lock left behind would make every other
         process's request for the key wait out its lease (the service timeout) before going upstream.
         """
-        self.link.run(lambda c: self._release(keys=[self._lock_key(name)], args=[token], client=c), always=True)
+        self.link.run(lambda c: self._release(c, lock=self.names.lock(name), token=token), always=True)
 
     def is_locked(self, name: str) -> bool:
         """True while another process holds the lock for ``name``."""
-        return bool(self.link.run(lambda c: c.exists(self._lock_key(name))))
+        return bool(self.link.run(lambda c: c.exists(self.names.lock(name))))
 
     def snapshot(self) -> dict[str, int]:
         """Cache entry keys (counted with SCAN) and the Redis server's memory in use."""
-        keys = sum(len(batch) for batch in self._scan(_glob_escape(self._entry_key("")) + "*"))
+        keys = sum(len(batch) for batch in self._scan(_glob_escape(self.names.entry("")) + "*"))
         info = self.link.run(lambda c: c.info("memory"))
         return {"keys": keys, "memory_used_bytes": int(info.get("used_memory", 0))}

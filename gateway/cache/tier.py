@@ -46,7 +46,7 @@ class TieredStore:
         self.link = redis_store.link
         self.bound = min(bound, 1.0)
         self.max_entries = max_entries
-        self.channel = self.link.key("cache", "invalidate")
+        self.channel = redis_store.names.channel
         self._monotonic = monotonic
         self._copies: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()

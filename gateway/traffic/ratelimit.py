@@ -40,11 +40,10 @@ from typing import Protocol
 
 from redis.commands.core import Script
 
-from gateway.cache.policy import credential_digest
 from gateway.clock import Clock, system_clock
 from gateway.config.traffic import LimitRule, RateLimitSettings
 from gateway.errors import RateLimited, RateLimitUnavailable
-from gateway.messages import Headers, ProxyCall
+from gateway.messages import Headers, ProxyCall, credential_digest
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.ratelimit")

@@ -1,57 +1,16 @@
-"""ResponseCache on both stores: the 20-request timeline, credentials, invalidation, validation, stale, purge."""
+"""ResponseCache on every store: keys, credentials, what is stored, Vary, invalidation, purge, coalescing, refresh."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from gateway.cache.entry import arrived
 from gateway.clock import FakeClock
-from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout, OnlyIfCached
-from gateway.redis.link import RedisLink
-from tests.support.cache import Gateway, Reply, memory_cache, redis_cache
-
-Factory = Callable[..., Gateway]
-
-
-@pytest.fixture
-def links() -> Iterator[list[RedisLink]]:
-    opened: list[RedisLink] = []
-    yield opened
-    for link in opened:
-        link.close()
-
-
-@pytest.fixture(params=["memory", "redis", "redis-tier"])
-def make(request: pytest.FixtureRequest, links: list[RedisLink]) -> Factory:
-    """Build a Gateway harness on the store under test; settings as keyword overrides."""
-
-    def build(**settings: Any) -> Gateway:
-        clock = FakeClock()
-        if request.param == "memory":
-            cache = memory_cache(clock, **settings)
-        else:
-            # The tier's copies age with the test's clock too, so no answer depends on real time.
-            tier = 0.5 if request.param == "redis-tier" else 0.0
-            cache = redis_cache(request.getfixturevalue("redis_server_session"), clock, links, tier_seconds=tier,
-                                tier_monotonic=clock, **settings)
-        gw = Gateway(cache, clock)
-        gw.expected_source = "memory" if request.param == "memory" else "Redis"  # type: ignore[attr-defined]
-        return gw
-
-    return build
-
-
-@pytest.fixture
-def gw(make: Factory) -> Gateway:
-    return make()
-
-
-def source_of(gw: Gateway) -> str:
-    """The store an answer must name, from the parameter the harness was built for (not the store's own label)."""
-    return gw.expected_source  # type: ignore[attr-defined, no-any-return]
+from tests.cache.conftest import Factory
+from tests.support.cache import Gateway, Reply, h, make_call, memory_cache, partial_reply
 
 
 def test_twenty_request_timeline(gw: Gateway) -> None:
@@ -60,26 +19,6 @@ def test_twenty_request_timeline(gw: Gateway) -> None:
     gw.clock.advance(300.5)
     assert gw.request().cache == "MISS"
     assert len(gw.upstream_calls) == 2
-
-
-def test_hit_headers(gw: Gateway) -> None:
-    miss = gw.request()
-    assert (miss.status, miss.body, miss.source) == (200, b'{"id": 1}', source_of(gw))
-    assert miss.header("Cache-Control") == "max-age=300"
-    gw.clock.advance(42.7)
-    hit = gw.request()
-    assert hit.header("Age") == "42" and hit.header("Cache-Control") == "max-age=300"
-    assert (hit.body, hit.cache, hit.source) == (b'{"id": 1}', "HIT", source_of(gw))
-    assert gw.done == [True] and gw.connection_log == ["release"]
-
-
-def test_upstream_cache_control_is_not_rewritten(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "public, max-age=30")])
-    gw.request()
-    hit = gw.request()
-    assert [v for k, v in hit.headers if k == "Cache-Control"] == ["public, max-age=30"]
-    gw.clock.advance(31)
-    assert gw.request().cache == "MISS"
 
 
 def test_query_order_and_host_in_key(gw: Gateway) -> None:
@@ -191,35 +130,6 @@ def test_last_modified_heuristic_covers_every_heuristically_cacheable_status(gw:
     assert gw.request().cache != "HIT"  # a tenth of the day between Last-Modified and Date
 
 
-def test_a_hit_carries_the_stored_date(gw: Gateway) -> None:
-    stored = "Wed, 01 Jan 2025 00:00:00 GMT"
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=600"), ("Date", stored)])
-    gw.request()
-    gw.clock.advance(30)
-    hit = gw.request()
-    assert hit.cache == "HIT" and [v for k, v in hit.headers if k == "Date"] == [stored]
-
-
-def test_a_response_without_date_is_stored_with_the_time_it_arrived(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=600")])
-    miss = gw.request()
-    gw.clock.advance(30)
-    hit = gw.request()
-    dates = [v for k, v in hit.headers if k == "Date"]
-    assert len(dates) == 1 and dates == [v for k, v in miss.headers if k == "Date"]
-
-
-def test_gateway_targeted_field_is_obeyed_and_kept_from_the_client(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "no-store"),
-                                                   ("Gateway-Cache-Control", "max-age=60"),
-                                                   ("CDN-Cache-Control", "max-age=5")])
-    miss, hit = gw.request(), gw.request()
-    assert (miss.cache, hit.cache) == ("MISS", "HIT")
-    for answer in (miss, hit):
-        assert answer.header("Gateway-Cache-Control") is None
-        assert answer.header("CDN-Cache-Control") == "max-age=5"  # forwarded: a CDN in front obeys it too
-
-
 @pytest.mark.parametrize(("first", "second"), [
     ([("Accept-Language", "en, de")], [("Accept-Language", "de, en")]),
     ([("Accept-Language", "en, de")], [("Accept-Language", "eN, De")]),
@@ -232,62 +142,6 @@ def test_vary_matching_is_normalised(gw: Gateway, first: list, second: list) -> 
     gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60"), ("Vary", names)])
     assert gw.request(headers=first).cache == "MISS"
     assert gw.request(headers=second).cache == "HIT"
-
-
-@pytest.mark.parametrize(("range_header", "status", "body", "content_range"), [
-    ("bytes=0-1", 206, b"01", "bytes 0-1/11"),
-    ("bytes=5-", 206, b"567890", "bytes 5-10/11"),
-    ("bytes=-3", 206, b"890", "bytes 8-10/11"),
-    ("bytes=20-", 416, b"", "bytes */11"),
-    ("bytes=0-1, 4-5", 200, b"01234567890", None),
-])
-def test_ranges_are_cut_from_a_stored_complete_answer(gw: Gateway, range_header: str, status: int, body: bytes,
-                                                      content_range: str | None) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60"), ("A", "1"),
-                                                   ("Content-Length", "11")], chunks=[b"01234567890"])
-    gw.request()
-    answer = gw.request(headers=[("Range", range_header)])
-    assert (answer.cache, answer.status, answer.body) == ("HIT", status, body)
-    assert answer.header("Content-Range") == content_range and answer.header("A") == "1"
-    if status == 206:
-        assert answer.header("Content-Length") is None  # the server sets it from the body cut
-    assert len(gw.upstream_calls) == 1
-
-
-def partial_reply(content_range: str = "bytes 4-9/10", body: bytes = b"456789") -> Reply:
-    return Reply(status=206, headers=[("Cache-Control", "max-age=60"), ("Content-Range", content_range),
-                                      ("Content-Length", str(len(body)))], chunks=[body])
-
-
-@pytest.mark.parametrize(("range_header", "body", "content_range"), [
-    ("bytes=4-9", b"456789", "bytes 4-9/10"),
-    ("bytes=6-8", b"678", "bytes 6-8/10"),
-    ("bytes=6-", b"6789", "bytes 6-9/10"),
-    ("bytes=-1", b"9", "bytes 9-9/10"),
-])
-def test_a_stored_partial_answer_serves_the_ranges_it_holds(gw: Gateway, range_header: str, body: bytes,
-                                                            content_range: str) -> None:
-    gw.handler = lambda call, cond: partial_reply()
-    first = gw.request(headers=[("Range", "bytes=-6")])
-    assert (first.cache, first.status, first.body) == ("MISS", 206, b"456789")
-    answer = gw.request(headers=[("Range", range_header)])
-    assert (answer.cache, answer.status, answer.body) == ("HIT", 206, body)
-    assert answer.header("Content-Range") == content_range and answer.header("Content-Length") is None
-    assert len(gw.upstream_calls) == 1
-
-
-@pytest.mark.parametrize("headers", [
-    [],                                           # the whole answer: never from a partial entry
-    [("Range", "bytes=0-4")],                     # bytes it does not hold
-    [("Range", "bytes=3-5")],
-    [("Range", "bytes=5-6"), ("If-None-Match", '"x"')],
-])
-def test_a_stored_partial_answer_never_stands_in_for_what_it_lacks(gw: Gateway, headers: list) -> None:
-    gw.handler = lambda call, cond: partial_reply()
-    gw.request(headers=[("Range", "bytes=-6")])
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=60")], chunks=[b"0123456789"])
-    assert gw.request(headers=headers).cache != "HIT"
-    assert len(gw.upstream_calls) == 2
 
 
 def test_a_partial_answer_whose_body_is_not_its_range_is_not_stored(gw: Gateway) -> None:
@@ -315,33 +169,6 @@ def test_an_entry_with_a_validator_outlives_its_freshness_to_be_revalidated(make
     assert gw.upstream_calls[1][1] == [("If-None-Match", '"v1"')]
 
 
-def test_request_directives(gw: Gateway) -> None:
-    gw.request()
-    gw.clock.advance(100)
-    assert gw.request(headers=[("Cache-Control", "max-age=50")]).cache == "MISS"
-    gw.clock.advance(100)
-    assert gw.request(headers=[("Cache-Control", "min-fresh=250")]).cache == "MISS"
-    assert gw.request(headers=[("Cache-Control", "no-cache")]).cache == "MISS"
-    assert gw.request(headers=[("Cache-Control", "no-store")]).cache == "HIT"  # reuse is allowed, storing is not
-    gw.clock.advance(400)
-    assert gw.request(headers=[("Cache-Control", "max-stale")]).cache == "STALE"
-    assert len(gw.upstream_calls) == 4
-
-
-def test_request_no_store_prevents_storing(gw: Gateway) -> None:
-    assert gw.request(headers=[("Cache-Control", "no-store")]).cache == "BYPASS"
-    assert gw.request().cache == "MISS"
-
-
-def test_only_if_cached(gw: Gateway) -> None:
-    with pytest.raises(OnlyIfCached) as info:
-        gw.request(headers=[("Cache-Control", "only-if-cached")])
-    assert info.value.service == "order-service" and info.value.status == 504
-    gw.request()
-    assert gw.request(headers=[("Cache-Control", "only-if-cached")]).cache == "HIT"
-    assert len(gw.upstream_calls) == 1
-
-
 def test_vary(gw: Gateway) -> None:
     gw.handler = lambda call, cond: Reply(headers=[("Vary", "Accept-Encoding")],
                                           chunks=[(call.header("Accept-Encoding") or "none").encode()])
@@ -351,16 +178,6 @@ def test_vary(gw: Gateway) -> None:
     hit_gzip, hit_plain = gw.request(headers=gzip), gw.request()
     assert (hit_gzip.cache, hit_gzip.body, hit_plain.cache, hit_plain.body) == ("HIT", b"gzip", "HIT", b"none")
     assert gw.request(headers=[("Accept-Encoding", "br")]).cache == "MISS"
-
-
-def test_head_answered_from_get_entry(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Content-Length", "9")])
-    head_miss = gw.request(method="HEAD")
-    assert head_miss.cache == "BYPASS" and gw.upstream_calls[-1][0].method == "HEAD"
-    assert gw.request().cache == "MISS"
-    head = gw.request(method="HEAD")
-    assert (head.cache, head.body, head.header("Content-Length")) == ("HIT", b"", "9")
-    assert len(gw.upstream_calls) == 2
 
 
 @pytest.mark.parametrize("method, status, location, dropped, kept", [
@@ -394,101 +211,6 @@ def test_invalidation_after_writes(gw: Gateway, method: str, status: int, locati
         assert gw.request("/orders/1", query="page=2", headers=[("Authorization", "x")]).cache == "MISS"
 
 
-def test_revalidation_refreshes_the_entry(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "max-age=10"),
-                                                   ("X-Version", "1")])
-    gw.request()
-    gw.clock.advance(11)
-    gw.handler = lambda call, cond: Reply(status=304, headers=[("Cache-Control", "max-age=20"), ("ETag", '"v1"')],
-                                          chunks=[])
-    again = gw.request()
-    assert gw.upstream_calls[-1][1] == [("If-None-Match", '"v1"')]
-    assert (again.status, again.cache, again.body) == (200, "REVALIDATED", b'{"id": 1}')
-    assert again.header("Cache-Control") == "max-age=20" and again.header("X-Version") == "1"
-    assert again.header("Age") == "0"
-    gw.clock.advance(15)
-    assert gw.request().cache == "HIT"
-    assert len(gw.upstream_calls) == 2
-
-
-def test_revalidation_with_a_new_body_stores_it(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Last-Modified", "Tue, 14 Nov 2023 22:00:00 GMT"),
-                                                   ("Cache-Control", "max-age=10")])
-    gw.request()
-    gw.clock.advance(11)
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")], chunks=[b"new"])
-    assert gw.request().cache == "MISS"
-    assert gw.upstream_calls[-1][1] == [("If-Modified-Since", "Tue, 14 Nov 2023 22:00:00 GMT")]
-    assert gw.request().body == b"new"
-
-
-def test_response_no_cache_revalidates_every_time(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "no-cache")])
-    gw.request()
-    gw.handler = lambda call, cond: Reply(status=304, headers=[("ETag", '"v1"')], chunks=[])
-    assert [gw.request().cache for _ in range(2)] == ["REVALIDATED", "REVALIDATED"]
-
-
-def test_client_conditional_answered_304(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("ETag", '"v1"'), ("Cache-Control", "max-age=60"),
-                                                   ("Content-Type", "application/json")])
-    gw.request()
-    not_modified = gw.request(headers=[("If-None-Match", 'W/"v1"')])
-    assert (not_modified.status, not_modified.body, not_modified.cache) == (304, b"", "HIT")
-    assert not_modified.header("ETag") == '"v1"' and not_modified.header("Content-Type") is None
-    assert gw.request(headers=[("If-None-Match", '"v2"')]).status == 200
-    assert len(gw.upstream_calls) == 1
-
-
-@pytest.mark.parametrize("error", [BadGateway(), GatewayTimeout(), CircuitOpen(service="order-service")])
-def test_stale_on_error(gw: Gateway, error: Exception) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
-    gw.request()
-    gw.clock.advance(100)
-    gw.error = error
-    stale = gw.request()
-    assert (stale.cache, stale.body, stale.header("Age")) == ("STALE", b'{"id": 1}', "100")
-    gw.clock.advance(300)  # past max-age + CACHE_STALE_GRACE
-    with pytest.raises(type(error)):
-        gw.request()
-
-
-def test_stale_on_upstream_5xx(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
-    gw.request()
-    gw.clock.advance(20)
-    gw.handler = lambda call, cond: Reply(status=503, chunks=[b"down"])
-    assert gw.request().cache == "STALE"
-    assert gw.connection_log[-1] == "discard" and gw.done[-1] is True
-
-
-@pytest.mark.parametrize("directives", ["max-age=10, must-revalidate", "max-age=10, proxy-revalidate",
-                                        "no-cache", "s-maxage=10", "s-maxage=10, stale-if-error=999"])
-def test_stale_forbidden(gw: Gateway, directives: str) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", directives), ("ETag", '"x"')])
-    gw.request()
-    gw.clock.advance(20)
-    gw.error = BadGateway()
-    with pytest.raises(BadGateway):
-        gw.request()
-    gw.error = None
-    gw.handler = lambda call, cond: Reply(status=502, chunks=[b"bad"])
-    assert gw.request().status == 502
-
-
-def test_stale_if_error_extends_and_grace_zero(make: Factory) -> None:
-    gw = make(cache_stale_grace=0.0)
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10")])
-    gw.request("/orders/1")
-    gw.handler = lambda call, cond: Reply(headers=[("Cache-Control", "max-age=10, stale-if-error=60")])
-    gw.request("/orders/2")
-    gw.clock.advance(30)
-    gw.error = GatewayTimeout()
-    with pytest.raises(GatewayTimeout):
-        gw.request("/orders/1")
-    assert gw.request("/orders/2").cache == "STALE"
-
-
 def test_stale_while_revalidate_refreshes_once(gw: Gateway) -> None:
     refreshed: list[Any] = []
     gate = threading.Event()
@@ -504,23 +226,6 @@ def test_stale_while_revalidate_refreshes_once(gw: Gateway) -> None:
     gate.set()
     assert len(refreshed) == 1 and ("Cache-Control", "no-cache") in refreshed[0].headers
     gw.clock.advance(30)
-    assert gw.request().cache == "MISS"
-
-
-def test_oversize_streams_without_storing(make: Factory) -> None:
-    gw = make(cache_max_object_bytes=10)
-    gw.handler = lambda call, cond: Reply(chunks=[b"0123456", b"789abc", b"def"])
-    first = gw.request()
-    assert (first.cache, first.body) == ("BYPASS", b"0123456789abcdef")
-    assert gw.request().cache == "BYPASS" and gw.done == [True, True]
-
-
-def test_truncated_body_is_aborted_and_not_stored(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(chunks=[b"part"], cut=BadGateway())
-    cut = gw.request()
-    assert isinstance(cut.aborted, BadGateway) and cut.body == b"part"
-    assert gw.done == [False] and gw.connection_log == ["discard"]
-    gw.handler = lambda call, cond: Reply()
     assert gw.request().cache == "MISS"
 
 
@@ -598,42 +303,96 @@ def test_coalesced_waiters_go_upstream_when_nothing_stored(gw: Gateway) -> None:
     assert len(gw.upstream_calls) == 5
 
 
-def test_client_validator_we_cannot_replace_disables_revalidation(gw: Gateway) -> None:
-    gw.handler = lambda call, cond: Reply(headers=[("Last-Modified", "Tue, 14 Nov 2023 22:00:00 GMT"),
-                                                   ("Cache-Control", "max-age=10")])
-    gw.request()
-    gw.clock.advance(11)
-    gw.handler = lambda call, cond: Reply(status=304, chunks=[])
-    answer = gw.request(headers=[("If-None-Match", '"theirs"')])
-    assert gw.upstream_calls[-1][1] == [] and (answer.status, answer.cache) == (304, "BYPASS")
+# -- the cache's own operations, on the per-worker store --------------------------------------------
+
+def entry_for(call: Any, *headers: str, status: int = 200, body: bytes = b"x", now: float = 1_700_000_000.0) -> Any:
+    return arrived(call, status, h(*headers), body, 0.0, now)
 
 
-@pytest.mark.parametrize("path, location, expected", [
-    ("/orders/1", None, ["/orders", "/orders/", "/orders/1"]),
-    ("/orders/1/", None, ["/orders", "/orders/", "/orders/1", "/orders/1/"]),
-    ("/orders", "/orders/9", ["/", "/orders", "/orders/9", "/orders/orders/9"]),
-    ("/orders/1", "/9/", ["/orders", "/orders/", "/orders/1", "/orders/9/"]),
-    ("/orders/1", "http://elsewhere/orders/9", ["/orders", "/orders/", "/orders/1"]),
-])
-def test_invalidation_paths(path: str, location: str | None, expected: list[str]) -> None:
-    from gateway.cache.responses import invalidation_paths
-    from tests.support.cache import make_call
-    headers = [("Location", location)] if location else []
-    assert invalidation_paths(make_call(path, method="POST"), headers) == expected
+def test_save_puts_an_answer_where_lookup_finds_it_and_nowhere_else() -> None:
+    cache = memory_cache(FakeClock())
+    anonymous, alice = make_call(), make_call(headers=h("Cookie: a"))
+    assert cache.save(anonymous, entry_for(anonymous, "Cache-Control: public, max-age=60", body=b"all"))
+    assert cache.save(alice, entry_for(alice, "Cache-Control: public, max-age=60", body=b"alice"))
+    assert cache.lookup(anonymous).entry.body == b"all"  # type: ignore[union-attr]
+    mine = cache.lookup(alice)
+    assert mine is not None and mine.entry.body == b"alice" and mine.entry.personal
+    assert cache.lookup(make_call(headers=h("Cookie: b"))) is None
+    assert cache.lookup(anonymous, partial=True) is None
 
 
-def test_memory_store_is_a_bounded_lru() -> None:
-    from gateway.cache.store import MemoryStore
+def test_a_partial_answer_is_saved_apart_and_only_when_whole() -> None:
+    cache = memory_cache(FakeClock())
+    call = make_call(headers=h("Range: bytes=4-9"))
+    headers = ("Cache-Control: max-age=60", "Content-Range: bytes 4-9/10")
+    assert not cache.save(call, entry_for(call, *headers, status=206, body=b"45678"))
+    assert cache.save(call, entry_for(call, *headers, status=206, body=b"456789"))
+    assert cache.lookup(call) is None
+    partial = cache.lookup(call, partial=True)
+    assert partial is not None and partial.entry.body == b"456789"
+
+
+def test_lookup_answers_the_newest_matching_variant() -> None:
     clock = FakeClock()
-    store = MemoryStore(max_entries=3, max_bytes=10_000, clock=clock)
-    for name in "abc":
-        store.put(name, "/" + name, "v", b"x" * 100, ttl=10)
-    assert store.get_variants("a") == [b"x" * 100]  # a is now the most recently used
-    store.put("d", "/d", "v", b"x", ttl=10)
-    assert store.get_variants("b") == [] and store.get_variants("a") != []
-    store.put("big", "/big", "v", b"y" * 9_500, ttl=10)
-    assert store.snapshot()["keys"] <= 3 and store.snapshot()["memory_used_bytes"] <= 10_000
-    clock.advance(10.5)
-    assert store.get_variants("big") == []
-    assert store.purge(prefix="/") == 2  # a and d, expired but still held until looked up or purged
-    assert store.snapshot() == {"keys": 0, "memory_used_bytes": 0}
+    cache = memory_cache(clock)
+    call = make_call(headers=h("Accept: a"))
+    cache.save(call, entry_for(call, "Cache-Control: max-age=60", "Vary: Accept", body=b"old", now=clock.now))
+    cache.save(call, entry_for(call, "Cache-Control: max-age=60", "Vary: Accept", body=b"new", now=clock.now + 1))
+    other = make_call(headers=h("Accept: b"))
+    cache.save(other, entry_for(other, "Cache-Control: max-age=60", "Vary: Accept", body=b"b", now=clock.now + 2))
+    assert cache.lookup(call).entry.body == b"new"  # type: ignore[union-attr]
+
+
+def test_an_entry_stale_on_arrival_without_anything_to_keep_it_for_is_not_saved() -> None:
+    cache = memory_cache(FakeClock(), cache_stale_grace=0.0)
+    call = make_call()
+    assert not cache.save(call, entry_for(call, "Cache-Control: max-age=0"))
+
+
+def test_save_releases_the_leads_store_lock_and_release_wakes_the_waiters() -> None:
+    cache = memory_cache(FakeClock())
+    call = make_call()
+    waited = cache.coalesce(call, {})
+    lead = waited.lead
+    assert lead is not None and lead.token == "local" and waited.found is None
+    waiter = threading.Thread(target=lambda: seen.append(cache.coalesce(call, {})))
+    seen: list[Any] = []
+    waiter.start()
+    assert cache.save(call, entry_for(call, "Cache-Control: max-age=60"), lead=lead)
+    assert lead.token is None  # released by the store call
+    cache.release(lead)
+    waiter.join(2)
+    assert seen[0].fresh and seen[0].lead is None and seen[0].found.entry.body == b"x"
+
+
+def test_start_refresh_needs_a_refresher_and_runs_one_per_entry() -> None:
+    cache = memory_cache(FakeClock())
+    call = make_call()
+    cache.save(call, entry_for(call, "Cache-Control: max-age=60"))
+    found = cache.lookup(call)
+    assert found is not None and not cache.start_refresh(call, found)
+    gate, calls = threading.Event(), []
+
+    def refresher(refresh: Any) -> None:
+        calls.append(refresh)
+        gate.wait(2)
+    cache.refresher = refresher
+    assert cache.start_refresh(call, found) and cache.start_refresh(call, found)
+    gate.set()
+    assert len(calls) == 1
+
+
+def test_purge_says_what_it_did() -> None:
+    cache = memory_cache(FakeClock())
+    assert cache.purge() == {"purged": 0, "store": "memory"}
+    assert cache.purge(prefix="/orders") == {"purged": 0, "store": "memory", "prefix": "/orders"}
+    assert cache.purge(path="/orders/1") == {"purged": 0, "store": "memory", "path": "/orders/1"}
+    assert cache.source == "memory"
+
+
+def test_each_key_has_its_own_lead() -> None:
+    cache = memory_cache(FakeClock())
+    alice, anonymous = cache.coalesce(make_call(headers=h("Cookie: a")), {}), cache.coalesce(make_call(), {})
+    assert alice.lead is not None and anonymous.lead is not None and alice.lead.name != anonymous.lead.name
+    cache.release(alice.lead)
+    cache.release(anonymous.lead)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,14 +13,6 @@ from gateway.clock import FakeClock
 from gateway.redis.link import RedisLink
 from tests.support.cache import Gateway, Reply, new_prefix, redis_cache
 from tests.support.chaos import wait_for
-
-
-@pytest.fixture
-def links() -> Iterator[list[RedisLink]]:
-    opened: list[RedisLink] = []
-    yield opened
-    for link in opened:
-        link.close()
 
 
 def gateway_on(server: Any, links: list[RedisLink], prefix: str | None = None, **settings: Any) -> Gateway:

@@ -1,4 +1,4 @@
-"""A stand-in for the forwarder and a service, driving ResponseCache the way the request flow does."""
+"""A stand-in for the forwarder and a service, driving ResponseCache the way the request flow does; header helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from email.utils import formatdate
 from typing import Any
 
 from gateway.cache.responses import ResponseCache
@@ -14,6 +15,15 @@ from gateway.config.settings import ServiceConfig, Settings
 from gateway.errors import GatewayError, UpstreamError
 from gateway.messages import ProxyCall, ProxyResponse, UpstreamResponse
 from gateway.redis.link import RedisLink
+
+T0 = 1_700_000_000.0  # FakeClock's start
+DATE = formatdate(T0, usegmt=True)
+
+
+def h(*pairs: str) -> list[tuple[str, str]]:
+    """Headers from "Name: value" strings."""
+    return [tuple(p.split(": ", 1)) for p in pairs]  # type: ignore[misc]
+
 
 SERVICE = ServiceConfig(name="order-service", prefix="/orders", url="http://127.0.0.1:9", cache_ttl=300.0,
                         timeout=2.0)
@@ -47,6 +57,12 @@ class Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=lambda: [b'{"id": 1}'])
     cut: UpstreamError | None = None
+
+
+def partial_reply(content_range: str = "bytes 4-9/10", body: bytes = b"456789") -> Reply:
+    """A fresh 206 of ``body`` claiming ``content_range``."""
+    return Reply(status=206, headers=[("Cache-Control", "max-age=60"), ("Content-Range", content_range),
+                                      ("Content-Length", str(len(body)))], chunks=[body])
 
 
 def upstream_of(reply: Reply, log: list[str]) -> UpstreamResponse:
@@ -86,6 +102,7 @@ class Gateway:
         self.upstream_calls: list[tuple[ProxyCall, list]] = []
         self.done: list[bool] = []
         self.connection_log: list[str] = []
+        self.expected_source: str | None = None  # the store answers must name (set by the test's fixture)
 
     def request(self, path: str = "/orders/1", **kw: Any) -> Result:
         call = make_call(path, **kw)
