@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config.traffic import CorsSettings, RateLimitSettings, parse_cors, parse_rate_limit
+from gateway.config.upstream import UPSTREAM_KEYS, OutlierSettings, RetrySettings, apply_upstream
 
 RESERVED_PREFIXES = ("/health", "/ready", "/stats", "/metrics", "/dashboard", "/admin")
 
@@ -82,6 +83,10 @@ class ServiceConfig:
     rewrite_redirects: bool = True
     rate_limit: RateLimitSettings | None = None
     cors: CorsSettings | None = None
+    urls: tuple[str, ...] = ()  # several targets (``url`` is the first); empty: ``url`` is the only one
+    balance: str = "round_robin"  # or "least_outstanding"; with several targets
+    retries: RetrySettings | None = None  # off unless configured
+    outlier: OutlierSettings | None = field(default_factory=OutlierSettings)  # None: targets never ejected
     # Whether the request flow has anything to do before the cache lookup: one attribute read a request.
     guarded: bool = field(init=False, default=False, compare=False, repr=False)
 
@@ -162,7 +167,7 @@ BUILTIN_SERVICES = (
 SERVICE_KEYS = {
     "prefix", "url", "strip_prefix", "cache", "cache_ttl", "share_public_across_users", "timeout", "breaker",
     "health_check", "rewrite_redirects", "rate_limit", "cors",
-}
+} | UPSTREAM_KEYS
 BREAKER_KEYS = {"error_threshold", "volume_threshold", "reset_timeout", "rolling_window"}
 HEALTH_KEYS = {"path", "interval", "timeout", "expected_status"}
 SENTINEL_ONLY = ("REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_PASSWORD", "REDIS_USERNAME",
@@ -369,8 +374,8 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
     if unknown:
         raise unknown_key(f"{where}.{unknown[0]}", unknown[0], SERVICE_KEYS)
     if base is None:
-        if "prefix" not in raw or "url" not in raw:
-            raise ConfigError(where, "a new service needs 'prefix' and 'url'")
+        if "prefix" not in raw or ("url" not in raw and "urls" not in raw):
+            raise ConfigError(where, "a new service needs 'prefix' and 'url' (or 'urls')")
         base = ServiceConfig(
             name=name, prefix="/x", url="http://x", cache_ttl=defaults.cache_ttl, timeout=defaults.cb_timeout,
             breaker=_default_breaker(defaults),
@@ -394,7 +399,7 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
         )
         _check_threshold(f"{where}.breaker.error_threshold", breaker.error_threshold)
     prefix = _prefix(f"{where}.prefix", raw["prefix"]) if "prefix" in raw else base.prefix
-    return replace(
+    return apply_upstream(where, raw, replace(
         base,
         prefix=prefix,
         url=_url(f"{where}.url", raw["url"]) if "url" in raw else base.url,
@@ -412,7 +417,7 @@ def _service(name: str, raw: Mapping[str, Any], base: ServiceConfig | None, defa
         rate_limit=parse_rate_limit(f"{where}.rate_limit", raw["rate_limit"], prefix) if "rate_limit" in raw
         else base.rate_limit,
         cors=parse_cors(f"{where}.cors", raw["cors"]) if "cors" in raw else base.cors,
-    )
+    ))
 
 
 def _health_check(where: str, raw: Any) -> HealthCheck:

@@ -44,6 +44,7 @@ from gateway.observe.stats_share import (
     service_fields,
     sum_window,
 )
+from gateway.observe.upstreams import target_states, upstream_report
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.stats")
@@ -155,6 +156,12 @@ class GatewayStats:
         if self.metrics is not None:
             self.metrics.rate_limit_event(service, event)
 
+    def count(self, key: str) -> None:
+        """Add one to the cumulative counter ``key`` (kept since start, summed over workers and instances)."""
+        with self._lock:
+            self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
+        self._ensure_flusher()
+
     def on_call(self, service: str, outcome: Any, latency_s: float) -> None:
         """Breaker listener: a protected call completed."""
         name = getattr(outcome, "name", str(outcome))
@@ -232,14 +239,17 @@ class GatewayStats:
             self._prune(now)
             # Embedded mode: every worker has its own breakers, so each publishes their states.
             states = self._breaker_states() if self.link is None else {}
+            targets = target_states(self._extensions.get("gateway.upstream"))
             changed = bool(cache or breaker or cum)
             if changed or now - self._last_write >= 1.0 or now < self._last_write:
-                self._files.write(self._encode(now, states))
+                self._files.write(self._encode(now, states, targets))
                 self._last_write = now
             if self._redis is not None:
                 self._push(cache, breaker, cum, now)
             if self.metrics is not None and states:
                 self.metrics.publish_breaker_states(states)
+            if self.metrics is not None and targets:
+                self.metrics.upstream.publish(targets)
         if self.history is not None:
             try:
                 self.history.maybe_sample()
@@ -299,13 +309,16 @@ class GatewayStats:
             drop_service(counts, service)
         drop_service(self._unsent[2], service)
 
-    def _encode(self, now: float, states: Mapping[str, Any]) -> dict[str, Any]:
+    def _encode(self, now: float, states: Mapping[str, Any],
+                targets: Mapping[str, Any] | None = None) -> dict[str, Any]:
         # Embedded mode: each worker's cache is its own, so each publishes its size to be summed.
         store = self._store_size() if self.link is None else None
         in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
         return encode_snapshot(pid=os.getpid(), written_at=now, cache=self._cache, breaker=self._breaker,
                                cumulative=self._cum, resets_seen=self._resets_seen, breakers=states, store=store,
-                               in_flight=in_flight)
+                               in_flight=in_flight,
+                               targets=target_states(self._extensions.get("gateway.upstream")) if targets is None
+                               else targets)
 
     def _breaker_states(self) -> dict[str, dict[str, Any]]:
         """This worker's breaker states (its own in embedded mode)."""
@@ -454,6 +467,15 @@ class GatewayStats:
                 "redis_down_local": counts.get("redis_down_local", 0),
             }
         return {"services": services}
+
+    def upstream_stats(self) -> dict[str, Any]:
+        """``/stats/upstreams``: retries gateway-wide, and each target as this instance's live workers see it."""
+        self.flush()
+        others = self._files.others()
+        cumulative = self._cumulative([] if self._redis is not None else others, self._redis is not None)
+        views = [target_states(self._extensions.get("gateway.upstream"))]
+        views += [o["targets"] for o in others if self.clock() - o["written_at"] <= FRESH_SECONDS and o["targets"]]
+        return upstream_report(self.settings, cumulative, views)
 
     def _cumulative(self, others: list[dict[str, Any]], from_redis: bool) -> Counts:
         if from_redis and self._redis is not None:

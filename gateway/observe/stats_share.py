@@ -168,12 +168,15 @@ class FileShare:
 
 def encode_snapshot(*, pid: int, written_at: float, cache: Buckets, breaker: Buckets, cumulative: Counts,
                     resets_seen: Mapping[str, int], breakers: Mapping[str, Any],
-                    store: Mapping[str, Any] | None = None, in_flight: int = 0) -> dict[str, Any]:
-    """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any)."""
+                    store: Mapping[str, Any] | None = None, in_flight: int = 0,
+                    targets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any; ``targets``:
+    its view of the upstream targets)."""
     return {
         "pid": pid, "written_at": written_at, "in_flight": in_flight,
         "c": {str(s): c for s, c in cache.items() if c}, "b": {str(s): c for s, c in breaker.items() if c},
         "cum": cumulative, "resets_seen": dict(resets_seen), "breakers": dict(breakers), "store": store or {},
+        "targets": dict(targets or {}),
     }
 
 
@@ -189,6 +192,7 @@ def decode_snapshot(data: Mapping[str, Any]) -> dict[str, Any]:
         "resets_seen": dict(data.get("resets_seen") or {}),
         "breakers": dict(data.get("breakers") or {}),
         "store": dict(data.get("store") or {}),
+        "targets": dict(data.get("targets") or {}),
     }
 
 

@@ -193,7 +193,7 @@ def test_config_errors_point_at_file_line_and_column(tmp_path, name: str, text: 
 def test_unknown_key_far_from_any_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {"services": {"order-service": {"zzz": 1}}})
-    assert "valid keys: breaker, cache," in str(caught.value)
+    assert "valid keys: balance, breaker, cache," in str(caught.value)
 
 
 def test_rewrite_redirects_switch() -> None:
