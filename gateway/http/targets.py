@@ -42,6 +42,17 @@ HealthLookup = Callable[[str, str], "tuple[float, bool] | None"]
 """``(service, target url)`` -> the latest health check of that target (epoch seconds, passed), if any."""
 
 
+def tell(listeners: Iterable[Any], hook: str, *args: Any) -> None:
+    """Call ``hook`` on every listener that has it; a failing listener never fails a request."""
+    for listener in listeners:
+        method = getattr(listener, hook, None)
+        if method is not None:
+            try:
+                method(*args)
+            except Exception:  # counting must never fail a request
+                log.exception("upstream listener %s failed", hook)
+
+
 class Target:
     """One upstream URL of a service and what the gateway knows of it in this worker."""
 
@@ -172,13 +183,7 @@ class TargetSet:
         self._tell("on_return", self.service, target.url, how)
 
     def _tell(self, hook: str, *args: Any) -> None:
-        for listener in self.listeners:
-            method = getattr(listener, hook, None)
-            if method is not None:
-                try:
-                    method(*args)
-                except Exception:  # counting must never fail a request
-                    log.exception("upstream listener %s failed", hook)
+        tell(self.listeners, hook, *args)
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import logging
 import random
 import select
 import ssl
@@ -29,16 +28,15 @@ from gateway.errors import BadGateway, GatewayTimeout, UpstreamError
 from gateway.http.inbound import end_to_end
 from gateway.http.redirects import ReverseMap
 from gateway.http.retries import CONNECT, RETRY_STATUSES, SENT, RetryPlan, budget_for
-from gateway.http.targets import HealthLookup, Target, TargetSet
+from gateway.http.targets import HealthLookup, Target, TargetSet, tell
 from gateway.messages import Headers, ProxyCall, UpstreamResponse
-
-log = logging.getLogger("gateway.upstream")
 
 CHUNK_SIZE = 64 * 1024
 MAX_IDLE_PER_SERVICE = 256
 # Methods a repeat cannot change the origin's state with (RFC 9110 §9.2.1). PUT and DELETE are
 # idempotent, but the first attempt may already have changed the state, and an origin may count
-# or refuse a repeat (a second PUT that creates answers 409): they are not resent either.
+# or refuse a repeat (a second PUT that creates answers 409): they are not resent either. (That is
+# the resend on a dead pooled connection; a service's configured retries follow gateway.http.retries.)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 # Failures of a pooled connection the server closed just as the request went out. A safe request is
@@ -168,12 +166,13 @@ class UpstreamClient:
     """
 
     def __init__(self, settings: Settings, clock: Clock = system_clock, rng: random.Random | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         context = None
         if any(url.startswith("https://") for s in settings.services.values() for url in service_targets(s)):
             context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
         self.rng = rng or random.Random()
-        self.sleep = sleep  # cooperative under gevent
+        # Looked up when called: gevent patches time.sleep after this module may have been imported.
+        self.sleep = sleep or (lambda seconds: time.sleep(seconds))
         self.listeners: list[Any] = []  # on_attempt, on_retry, on_retry_refused, on_eject, on_return
         self.health: HealthLookup | None = None  # the health checker's latest result per target, when wired
         self.targets = {
@@ -221,6 +220,9 @@ class UpstreamClient:
                     continue
                 failed.error.spared = targets.spared()
                 raise failed.error from None
+            except BaseException:  # a bug, or the worker stopping the greenlet: the attempt is over
+                targets.finished(target)
+                raise
             ok = response.status < 500
             targets.record(target, ok)
             if response.status in RETRY_STATUSES and self._retry(plan, SENT, call, started, attempt_started):
@@ -237,22 +239,13 @@ class UpstreamClient:
         now = time.monotonic()
         wait, refused = plan.next_wait(phase, call.service.timeout - (now - started), now - attempt_started)
         if refused is not None:
-            self._tell("on_retry_refused", call.service.name, refused)
+            tell(self.listeners, "on_retry_refused", call.service.name, refused)
         if wait is None:
             return False
-        self._tell("on_retry", call.service.name)
+        tell(self.listeners, "on_retry", call.service.name)
         if wait > 0:
             self.sleep(wait)
         return True
-
-    def _tell(self, hook: str, *args: Any) -> None:
-        for listener in self.listeners:
-            method = getattr(listener, hook, None)
-            if method is not None:
-                try:
-                    method(*args)
-                except Exception:  # counting must never fail a request
-                    log.exception("upstream listener %s failed", hook)
 
     def _answer(self, call: ProxyCall, target: Target, targets: TargetSet, response: http.client.HTTPResponse,
                 conn: http.client.HTTPConnection, started: float, spared: bool) -> UpstreamResponse:
