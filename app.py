@@ -32,6 +32,7 @@ from gateway.observe.lifecycle import Lifecycle
 from gateway.observe.request_log import AccessLog, RequestLog, configure_logging
 from gateway.observe.stats import GatewayStats
 from gateway.observe.stats_history import StatsHistory
+from gateway.observe.upstreams import UpstreamEvents
 from gateway.redis.link import RedisLink
 from gateway.share.bus import InstanceBus
 from gateway.traffic.guard import TrafficGuard, traffic_guard
@@ -77,7 +78,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cache.init_app(app)
     upstream = UpstreamClient(settings)
     upstream.init_app(app)
-    HealthMonitor(settings, link=link).init_app(app)
+    upstream.listeners.append(UpstreamEvents(stats))  # attempts, retries and ejections in stats and metrics
+    health = HealthMonitor(settings, link=link)
+    health.init_app(app)
+    upstream.health = health.latest_check  # an ejected target the checks see failing stays out
     engine = Engine(cache=cache, breakers=breakers, upstream=upstream, traffic=traffic_guard(link, stats))
     app.extensions["gateway.engine"] = engine
 

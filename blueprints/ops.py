@@ -142,6 +142,12 @@ def rate_limit_stats() -> Response:
     return _json(current_app.extensions["gateway.stats"].rate_limit_stats())
 
 
+@ops.get("/stats/upstreams")
+def upstream_stats() -> Response:
+    """Each service's targets (in rotation or ejected, attempts, failures) and its retries, gateway-wide."""
+    return _json(current_app.extensions["gateway.stats"].upstream_stats())
+
+
 @ops.get("/stats/history")
 def history_stats() -> Response:
     """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""

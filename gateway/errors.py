@@ -123,6 +123,10 @@ class CacheUnavailable(GatewayError):
 class UpstreamError(GatewayError):
     """The backend service could not give an answer."""
 
+    # Set by the upstream client when the failure is one target's while another target answers: the
+    # breaker then does not count it against the service (gateway.http.targets).
+    spared = False
+
 
 class BadGateway(UpstreamError):
     status, code, message = 502, "bad_gateway", "The service could not be reached."

@@ -8,7 +8,7 @@ or CORS goes through ``guarded_request`` first: preflight, limit, this flow, the
     breaker.before_call ──OPEN──► exchange.on_error (STALE or 503)
         │
     upstream.send ──502/504──► breaker.after_call(failure) ► exchange.on_error (STALE or error)
-        │ headers arrived
+        │ headers arrived   (send picks a target and makes any retries: the breaker is told once)
     exchange.on_response (revalidate / store / stream / invalidate) ► breaker.after_call when the body ends
 """
 
@@ -59,13 +59,14 @@ def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyRes
         except UpstreamError as error:
             call.upstream_s = time.monotonic() - started
             outcome = Outcome.TIMEOUT if isinstance(error, GatewayTimeout) else Outcome.FAILURE
-            breaker.after_call(ticket, outcome, call.upstream_s)
+            # A failure is the service's unless another of its targets still answers (spared).
+            breaker.after_call(ticket, Outcome.SUCCESS if error.spared else outcome, call.upstream_s)
             return exchange.on_error(error)
         call.upstream_s = upstream.elapsed
         if upstream.status >= 500:
             # A 5xx is a failure whatever its body: count it now, before the client has the answer,
             # so the next request (on any worker or instance) already meets the updated breaker.
-            breaker.after_call(ticket, Outcome.FAILURE, upstream.elapsed)
+            breaker.after_call(ticket, Outcome.SUCCESS if upstream.spared else Outcome.FAILURE, upstream.elapsed)
             return exchange.on_response(upstream, outcome_told)
         if ticket.probe:
             # The probe's question (does the service answer?) is settled by its headers: close the

@@ -71,6 +71,8 @@ class ProxyCall:
     interim: Callable[[int, str, Headers], None] | None = None
     breaker: str | None = None  # breaker state the call met (for logs): CLOSED, HALF_OPEN or OPEN
     upstream_s: float | None = None  # seconds to the upstream's response headers, when it was called
+    attempts: int | None = None  # upstream attempts made (retries included), when it was called
+    upstream_url: str | None = None  # the target URL the last attempt went to
 
     def header(self, name: str) -> str | None:
         """First value of a request header."""
@@ -88,6 +90,7 @@ class UpstreamResponse:
     release_fn: Callable[[], None]  # return the connection to the pool (the body was read to its end)
     discard_fn: Callable[[], None]  # close the connection (the body was not read to its end)
     elapsed: float  # seconds from send to response headers
+    spared: bool = False  # a 5xx of one target while another answers: the target's failure, not the service's
 
     def header(self, name: str) -> str | None:
         """First value of a response header."""

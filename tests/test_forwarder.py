@@ -212,3 +212,18 @@ def test_a_probe_settles_the_circuit_before_the_client_has_the_answer() -> None:
     assert drain(response) == b"ab"
     snap = breaker.snapshot()
     assert (snap["state"], snap["successes"], snap["failures"]) == ("CLOSED", 1, 3)  # counted once
+
+
+def test_a_failure_spared_by_another_target_is_not_the_services() -> None:
+    spared = upstream(status=503)
+    spared.spared = True
+    gw = engine(spared)
+    assert forward_request(make_call(), gw).status == 503  # passed back unchanged
+    error = BadGateway("one target refused", service="order-service")
+    error.spared = True
+    gw_error = engine(error)
+    with pytest.raises(BadGateway):
+        forward_request(make_call(), gw_error)
+    # Another target still answers: the breaker is told once, and not of a failure.
+    assert [o for o, _ in gw.breakers["order-service"].results] == [Outcome.SUCCESS]
+    assert [o for o, _ in gw_error.breakers["order-service"].results] == [Outcome.SUCCESS]

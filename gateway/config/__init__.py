@@ -4,6 +4,7 @@ Owns, lower modules first (none imports a higher one)::
 
     values        ConfigError, the readers of one raw value, ``option`` (a setting declared once)
     traffic       a service's rate_limit and cors sections
+    upstream      a service's urls, balance, retries and outlier_detection
     services      ServiceConfig, its breaker and health check, reading a service's entry
     sentinel      Redis through Sentinel (REDIS_SENTINELS and its companions)
     environment   the environment as read, and the readers of the gateway-wide variables

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config.traffic import CorsSettings, RateLimitSettings, parse_cors, parse_rate_limit
+from gateway.config.upstream import UPSTREAM_KEYS, OutlierSettings, RetrySettings, apply_upstream
 from gateway.config.values import (
     REQUIRED,
     ConfigError,
@@ -114,6 +115,11 @@ class ServiceConfig:
     rewrite_redirects: bool = option(True, switch)
     rate_limit: RateLimitSettings | None = None
     cors: CorsSettings | None = option(None, parse_cors)
+    # Read by gateway.config.upstream (``urls``, ``balance``, ``retries``, ``outlier_detection``):
+    urls: tuple[str, ...] = ()  # several targets (``url`` is the first); empty: ``url`` is the only one
+    balance: str = "round_robin"  # or "least_outstanding"; with several targets
+    retries: RetrySettings | None = None  # off unless configured
+    outlier: OutlierSettings | None = field(default_factory=OutlierSettings)  # None: targets never ejected
     # Whether the request flow has anything to do before the cache lookup: one attribute read a request.
     guarded: bool = field(init=False, default=False, compare=False, repr=False)
 
@@ -121,7 +127,7 @@ class ServiceConfig:
         object.__setattr__(self, "guarded", self.rate_limit is not None or self.cors is not None)
 
 
-SERVICE_KEYS = option_names(ServiceConfig) | {"breaker", "rate_limit"}
+SERVICE_KEYS = option_names(ServiceConfig) | {"breaker", "rate_limit"} | UPSTREAM_KEYS
 
 BUILTIN_SERVICES = (
     # name, prefix, url variable, default url, cached by default
@@ -140,8 +146,8 @@ def read_service(name: str, raw: Any, base: ServiceConfig | None, template: Serv
         raise ConfigError(where, "must be a mapping")
     check_keys(where, raw, SERVICE_KEYS)
     if base is None:
-        if "prefix" not in raw or "url" not in raw:
-            raise ConfigError(where, "a new service needs 'prefix' and 'url'")
+        if "prefix" not in raw or ("url" not in raw and "urls" not in raw):
+            raise ConfigError(where, "a new service needs 'prefix' and 'url' (or 'urls')")
         base = replace(template, name=name)
     changes = read_options(ServiceConfig, raw, where)
     if "breaker" in raw:
@@ -149,7 +155,7 @@ def read_service(name: str, raw: Any, base: ServiceConfig | None, template: Serv
     if "rate_limit" in raw:
         mounted_at = changes.get("prefix", base.prefix)
         changes["rate_limit"] = parse_rate_limit(f"{where}.rate_limit", raw["rate_limit"], mounted_at)
-    return replace(base, **changes)
+    return apply_upstream(where, raw, replace(base, **changes))
 
 
 def read_services(template: ServiceConfig, env: Mapping[str, Any], entries: Mapping[Any, Any],

@@ -34,8 +34,10 @@ import redis
 
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import HealthCheck, ServiceConfig, Settings
+from gateway.config.upstream import service_targets
 from gateway.observe.instance import atomic_write, private_run_dir, reset_after_fork, try_flock
 from gateway.observe.metrics import Metrics
+from gateway.observe.target_health import LatestChecks, combine, merge, target_checks, with_targets
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.health")
@@ -128,6 +130,7 @@ class HealthMonitor:
         self._ssl = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
         self._history: dict[str, deque[Check]] = {}
         self._due: dict[str, float] = {}  # service name -> clock time of its next check
+        self.latest_check = LatestChecks(self._read_file)  # for the upstream client: ejected targets' checks
         self._reset()
         reset_after_fork(self, HealthMonitor._forked)
 
@@ -264,20 +267,25 @@ class HealthMonitor:
     def poll_once(self, services: list[ServiceConfig] | None = None) -> None:
         """Check every checked service (or ``services``) once, concurrently, and publish the results."""
         chosen = self.checked() if services is None else services
-        results: dict[str, tuple[bool, float]] = {}
+        jobs = [(s, url) for s in chosen for url in service_targets(s)]  # each target of a service
+        results: dict[tuple[str, str], tuple[bool, float]] = {}
 
-        def one(service: ServiceConfig) -> None:
-            results[service.name] = check_service(service.url, self.timeout_for(service), self._ssl,
-                                                  service.health_check)
+        def one(service: ServiceConfig, url: str) -> None:
+            results[(service.name, url)] = check_service(url, self.timeout_for(service), self._ssl,
+                                                         service.health_check)
 
-        workers = [threading.Thread(target=one, args=(s,), daemon=True) for s in chosen]
+        workers = [threading.Thread(target=one, args=job, daemon=True) for job in jobs]
         for worker in workers:
             worker.start()
-        for worker, service in zip(workers, chosen, strict=True):
+        for worker, (service, _) in zip(workers, jobs, strict=True):
             worker.join(self.timeout_for(service) + 1)
         now = self.clock()
         for service in chosen:
-            ok, ms = results.get(service.name, (False, self.timeout_for(service) * 1000))
+            missed = (False, self.timeout_for(service) * 1000)
+            checks = {url: results.get((service.name, url), missed) for url in service_targets(service)}
+            for key, (passed, took) in target_checks(service, checks):
+                self._history.setdefault(key, deque(maxlen=MAX_HISTORY)).append((now, passed, took))
+            ok, ms = combine(checks)
             self._history.setdefault(service.name, deque(maxlen=MAX_HISTORY)).append((now, ok, ms))
             if self.metrics is not None:
                 self.metrics.set_service_up(service.name, ok)
@@ -374,8 +382,8 @@ class HealthMonitor:
         sources = [self._read_file(), *self._read_redis(now)]
         out: dict[str, Any] = {}
         for name, service in self.settings.services.items():
-            merged = sorted(c for source in sources for c in source.get(name, []))
-            out[name] = summarize(service, merged, now, self.check_settings(service))
+            entry = summarize(service, merge(sources, name), now, self.check_settings(service))
+            out[name] = with_targets(entry, service, lambda key: merge(sources, key), now, summarize)
         return {"services": out, "interval_s": self.interval}
 
 

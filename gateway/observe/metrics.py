@@ -40,6 +40,7 @@ from gateway import __version__
 from gateway.config.settings import Settings
 from gateway.observe.metrics_processes import process_families
 from gateway.observe.stats_report import RATE_LIMIT_EVENTS
+from gateway.observe.upstreams import UpstreamMetrics
 from gateway.redis.link import RedisLink
 
 log = logging.getLogger("gateway.metrics")
@@ -150,6 +151,7 @@ class Metrics:
             for outcome in OUTCOMES:
                 self.breaker_calls.labels(name, outcome)
         self._outcomes: dict[tuple[str, str], Counter] = {}
+        self.upstream = UpstreamMetrics(settings, r)  # retries, and attempts and ejections per target
         self.scrape = ScrapeCollector(self)
         if not self.multiprocess:
             self.registry.register(self.scrape)
@@ -193,6 +195,7 @@ class Metrics:
             pending, self._pending = self._pending, {}
             calls, self._pending_calls = self._pending_calls, {}
             limits, self._pending_limits = self._pending_limits, {}
+        self.upstream.flush()
         for (service, event), count in limits.items():
             self.rate_limit_events.labels(self._service(service), event if event in RATE_LIMIT_EVENTS
                                           else "other").inc(count)

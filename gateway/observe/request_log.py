@@ -34,7 +34,7 @@ from gateway.messages import ProxyCall
 from gateway.observe.stats import GatewayStats
 
 FIELDS = ("request_id", "method", "path", "status", "duration_ms", "service", "cache", "breaker",
-          "upstream_ms", "client_ip")
+          "upstream_ms", "attempts", "upstream", "client_ip")
 LOGGER_NAME = "gateway.access"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 BATCH_BYTES = 4096 - 512  # below PIPE_BUF with room for one more line: a pipe write stays atomic
@@ -198,6 +198,8 @@ class RequestLog:
             request_id=request_id, method=method, path=path, status=status, service=service, cache=cache,
             breaker=call.breaker if call is not None else None,
             upstream_ms=round(call.upstream_s * 1000, 3) if call is not None and call.upstream_s is not None else None,
+            attempts=call.attempts if call is not None else None,
+            upstream=call.upstream_url if call is not None else None,
             client_ip=call.client_ip if call is not None else remote_addr,
         )
 

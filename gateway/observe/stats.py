@@ -59,6 +59,7 @@ from gateway.observe.stats_share import (
     sum_window,
 )
 from gateway.observe.stats_tally import Books, Tally
+from gateway.observe.upstreams import target_states, upstream_report
 from gateway.redis.link import RedisLink, StoreUnavailable
 
 log = logging.getLogger("gateway.stats")
@@ -139,6 +140,11 @@ class GatewayStats:
         if self.metrics is not None:
             self.metrics.rate_limit_event(service, event)
 
+    def count(self, key: str) -> None:
+        """Add one to the cumulative counter ``key`` (kept since start, summed over workers and instances)."""
+        self._tally.count(key)
+        self._ensure_flusher()
+
     def on_call(self, service: str, outcome: CallOutcome, latency_s: float) -> None:
         """Breaker listener: a protected call completed."""
         name = outcome.name
@@ -199,14 +205,17 @@ class GatewayStats:
             self._books.add(cache, breaker, cum, now)
             # Embedded mode: every worker has its own breakers, so each publishes their states.
             states = self._breaker_states() if self.link is None else {}
+            targets = target_states(self._extensions.get("gateway.upstream"))
             changed = bool(cache or breaker or cum)
             if changed or now - self._last_write >= 1.0 or now < self._last_write:
-                self._files.write(self._encode(now, states))
+                self._files.write(self._encode(now, states, targets))
                 self._last_write = now
             if self._redis is not None:
                 self._push(cache, breaker, cum, now)
             if self.metrics is not None and states:
                 self.metrics.publish_breaker_states(states)
+            if self.metrics is not None and targets:
+                self.metrics.upstream.publish(targets)
         if self.history is not None:
             try:
                 self.history.maybe_sample()
@@ -246,14 +255,17 @@ class GatewayStats:
                 self._books.forget(service)
                 self._resets_seen[service] = generation
 
-    def _encode(self, now: float, states: Mapping[str, BreakerFields]) -> dict[str, Any]:
+    def _encode(self, now: float, states: Mapping[str, BreakerFields],
+                targets: Mapping[str, Any] | None = None) -> dict[str, Any]:
         # Embedded mode: each worker's cache is its own, so each publishes its size to be summed.
         store = self._store_size() if self.link is None else None
         in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
         books = self._books
+        if targets is None:
+            targets = target_states(self._extensions.get("gateway.upstream"))
         return encode_snapshot(pid=os.getpid(), written_at=now, cache=books.cache, breaker=books.breaker,
                                cumulative=books.cumulative, resets_seen=self._resets_seen, breakers=states,
-                               store=store, in_flight=in_flight)
+                               store=store, in_flight=in_flight, targets=targets)
 
     def _breaker_states(self) -> dict[str, BreakerFields]:
         """This worker's breaker states (its own in embedded mode)."""
@@ -364,6 +376,15 @@ class GatewayStats:
                 counts = service_fields(cumulative, RATE_LIMIT_FAMILY + name)
                 services[name] = {**described, "store": store, **rate_limit_counts(counts)}
         return {"services": services}
+
+    def upstream_stats(self) -> dict[str, Any]:
+        """``/stats/upstreams``: retries gateway-wide, and each target as this instance's live workers see it."""
+        self.flush()
+        others = self._files.others()
+        cumulative = self._cumulative([] if self._redis is not None else others, self._redis is not None)
+        views = [target_states(self._extensions.get("gateway.upstream"))]
+        views += [o["targets"] for o in others if merge.is_live(o, self.clock()) and o["targets"]]
+        return upstream_report(self.settings, cumulative, views)
 
     def _cumulative(self, others: list[Snapshot], from_redis: bool) -> Counts:
         """The gateway's cumulative counters: Redis's plus ours not yet sent, or every file of the instance."""

@@ -46,6 +46,7 @@ class Snapshot(TypedDict):
     resets_seen: dict[str, int]  # per service, the last breaker reset generation it applied
     breakers: dict[str, BreakerFields]  # its own breakers' states (embedded mode)
     store: StoreSize  # its embedded cache's size ({} with Redis)
+    targets: dict[str, Any]  # its view of the upstream targets of services with several
 
 CUMULATIVE_TTL = 7 * 24 * 3600  # cumulative counters outlive a week of idleness at most
 FRESH_SECONDS = 3.0  # a worker file older than this no longer speaks for a live breaker
@@ -143,12 +144,15 @@ class FileShare:
 
 def encode_snapshot(*, pid: int, written_at: float, cache: Buckets, breaker: Buckets, cumulative: Counts,
                     resets_seen: Mapping[str, int], breakers: Mapping[str, BreakerFields],
-                    store: StoreSize | None = None, in_flight: int = 0) -> dict[str, Any]:
-    """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any)."""
+                    store: StoreSize | None = None, in_flight: int = 0,
+                    targets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON form of one worker's snapshot (``store``: its embedded cache's size, if any; ``targets``:
+    its view of the upstream targets)."""
     return {
         "pid": pid, "written_at": written_at, "in_flight": in_flight,
         "c": {str(s): c for s, c in cache.items() if c}, "b": {str(s): c for s, c in breaker.items() if c},
         "cum": cumulative, "resets_seen": dict(resets_seen), "breakers": dict(breakers), "store": store or {},
+        "targets": dict(targets or {}),
     }
 
 
@@ -164,6 +168,7 @@ def decode_snapshot(data: Mapping[str, Any]) -> Snapshot:
         "resets_seen": dict(data.get("resets_seen") or {}),
         "breakers": dict(data.get("breakers") or {}),
         "store": dict(data.get("store") or {}),
+        "targets": dict(data.get("targets") or {}),
     }
 
 

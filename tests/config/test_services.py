@@ -39,7 +39,8 @@ def test_an_entry_over_a_builtin_keeps_what_it_does_not_set() -> None:
 
 def test_the_keys_are_the_declared_fields() -> None:
     assert SERVICE_KEYS == {"prefix", "url", "strip_prefix", "cache", "cache_ttl", "share_public_across_users",
-                            "timeout", "breaker", "health_check", "rewrite_redirects", "rate_limit", "cors"}
+                            "timeout", "breaker", "health_check", "rewrite_redirects", "rate_limit", "cors",
+                            "urls", "balance", "retries", "outlier_detection"}
     assert [name for name, *_ in BUILTIN_SERVICES] == ["auth-service", "order-service", "restaurant-service",
                                                        "delivery-service", "tracking-service"]
 
@@ -81,7 +82,7 @@ def test_bad_health_check_is_named(raw: object) -> None:
 def test_unknown_key_far_from_any_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {"services": {"order-service": {"zzz": 1}}})
-    assert "valid keys: breaker, cache," in str(caught.value)
+    assert "valid keys: balance, breaker, cache," in str(caught.value)
 
 
 def test_rewrite_redirects_switch() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import random
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -326,3 +327,167 @@ def test_still_open(peer: str, expected: bool) -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+# -- several targets and retries ---------------------------------------------------------------------
+
+
+def unbound_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return int(port)
+
+
+def status(code: int, body: bytes = b"") -> Handler:
+    def handler(conn: socket.socket, data: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (code, len(body), body))
+        return True
+    return handler
+
+
+def drops(conn: socket.socket, data: bytes) -> bool:
+    return False  # read the whole request, then close without an answer
+
+
+class Heard:
+    """An upstream listener that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def on_retry(self, service: str) -> None:
+        self.events.append(("retry",))
+
+    def on_retry_refused(self, service: str, reason: str) -> None:
+        self.events.append(("refused", reason))
+
+    def on_attempt(self, service: str, target: str, ok: bool) -> None:
+        self.events.append(("attempt", int(target.rsplit(":", 1)[1]), ok))
+
+
+def targets_client(ports: list[int], method: str = "GET", headers: list[tuple[str, str]] | None = None,
+                   retries: object = True, timeout: float = 2.0,
+                   **extra: object) -> tuple[UpstreamClient, ProxyCall, Heard]:
+    raw: dict[str, object] = {"prefix": "/menus", "urls": [f"http://127.0.0.1:{p}" for p in ports],
+                              "retries": retries, "timeout": timeout, **extra}
+    settings = load_settings({}, {"services": {"menu": raw}})
+    call = ProxyCall(service=settings.services["menu"], method=method, target="/x", path="/menus/x", query="",
+                     host="gw", headers=headers or [], body=b'{"a": 1}' if method in {"POST", "PUT"} else b"",
+                     request_id="r", client_ip="1.2.3.4", upstream_headers=list(headers or []))
+    client = UpstreamClient(settings, rng=random.Random(1), sleep=lambda seconds: None)
+    heard = Heard()
+    client.listeners.append(heard)
+    return client, call, heard
+
+
+def test_a_503_is_retried_on_the_other_target_and_the_call_says_so() -> None:
+    with scripted_server(status(503)) as (bad, bad_seen), scripted_server(ok(b"fine")) as (good, good_seen):
+        client, call, heard = targets_client([bad, good])
+        response = client.send(call)
+        assert (response.status, response.read_all()) == (200, b"fine")
+        response.release()
+    assert (len(bad_seen), len(good_seen)) == (1, 1)
+    assert (call.attempts, call.upstream_url) == (2, f"http://127.0.0.1:{good}")
+    assert heard.events == [("attempt", bad, False), ("retry",), ("attempt", good, True)]
+
+
+def test_retries_stop_at_the_configured_attempts_and_the_last_answer_goes_back() -> None:
+    with scripted_server(status(503, b"one")) as (one, one_seen), scripted_server(status(502)) as (two, two_seen):
+        client, call, heard = targets_client([one, two], retries={"attempts": 3})
+        response = client.send(call)
+        assert response.status in (502, 503) and call.attempts == 3
+        assert not response.spared  # every target failed: the service's failure
+    assert len(one_seen) + len(two_seen) == 3
+    assert [e for e in heard.events if e[0] == "retry"] == [("retry",), ("retry",)]
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_write_without_a_key_is_never_retried(method: str) -> None:
+    with scripted_server(status(503)) as (bad, bad_seen), scripted_server(ok()) as (good, good_seen):
+        client, call, _ = targets_client([bad, good], method=method)
+        assert client.send(call).status == 503
+    assert (len(bad_seen), len(good_seen), call.attempts) == (1, 0, 1)
+
+
+def test_a_write_with_an_idempotency_key_is_retried_only_when_nothing_was_sent() -> None:
+    key = [("Idempotency-Key", "order-77")]
+    with scripted_server(ok(b"made")) as (good, good_seen):
+        client, call, _ = targets_client([unbound_port(), good], method="POST", headers=key)
+        response = client.send(call)  # connection refused: nothing reached a service, so it goes to the other
+        assert (response.status, response.read_all()) == (200, b"made")
+        assert call.attempts == 2 and len(good_seen) == 1 and good_seen[0].endswith(b'{"a": 1}')
+    for answer in (status(503), drops):  # the request went out: the service may have acted on it
+        with scripted_server(answer) as (bad, bad_seen), scripted_server(ok()) as (good, good_seen):
+            client, call, _ = targets_client([bad, good], method="POST", headers=key)
+            try:
+                assert client.send(call).status == 503
+            except BadGateway:
+                pass
+            assert (len(bad_seen), len(good_seen), call.attempts) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_an_idempotent_request_the_service_dropped_is_retried(method: str) -> None:
+    with scripted_server(drops) as (bad, bad_seen), scripted_server(ok()) as (good, good_seen):
+        client, call, _ = targets_client([bad, good], method=method)
+        assert client.send(call).status == 200
+    assert (len(bad_seen), len(good_seen)) == (1, 1)
+
+
+def test_no_retry_past_the_service_timeout() -> None:
+    def slow_503(conn: socket.socket, data: bytes) -> bool:
+        threading.Event().wait(0.3)
+        return status(503)(conn, data)
+
+    with scripted_server(slow_503) as (slow, _), scripted_server(ok()) as (good, good_seen):
+        client, call, heard = targets_client([slow, good], timeout=0.5)
+        assert client.send(call).status == 503  # another 0.3 s attempt would not fit in the 0.5 s
+    assert good_seen == [] and ("refused", "deadline") in heard.events
+
+
+def test_a_timeout_is_not_retried() -> None:
+    def silent(conn: socket.socket, data: bytes) -> bool:
+        threading.Event().wait(1.0)
+        return False
+
+    with scripted_server(silent) as (slow, _), scripted_server(ok()) as (good, good_seen):
+        client, call, _ = targets_client([slow, good], timeout=0.2)
+        with pytest.raises(GatewayTimeout):
+            client.send(call)
+    assert good_seen == []
+
+
+def test_the_budget_refuses_retries_beyond_its_share() -> None:
+    with scripted_server(status(503)) as (bad, _), scripted_server(status(503)) as (bad2, _):
+        client, call, heard = targets_client([bad, bad2], retries={"budget": {"percent": 0, "min_retries": 1}})
+        for _ in range(3):
+            client.send(dataclasses.replace(call)).discard()
+    assert [e for e in heard.events if e[0] in ("retry", "refused")] == [("retry",), ("refused", "budget"),
+                                                                       ("refused", "budget")]
+
+
+def test_without_retries_a_refused_target_fails_the_request_but_is_spared() -> None:
+    with scripted_server(ok()) as (good, _):
+        client, call, _ = targets_client([unbound_port(), good], retries=False)
+        with pytest.raises(BadGateway) as caught:
+            client.send(call)
+        assert caught.value.spared  # the other target answers: the breaker does not count it
+        assert call.attempts == 1
+        assert client.send(call).status == 200  # round robin: the other one
+
+
+def test_attempts_in_flight_last_until_the_body_is_done() -> None:
+    with scripted_server(ok()) as (one, _), scripted_server(ok()) as (two, _):
+        client, call, _ = targets_client([one, two], balance="least_outstanding")
+        targets = client.targets["menu"]
+        first = client.send(call)
+        assert sum(t.outstanding for t in targets.targets) == 1
+        second = client.send(call)  # the idle target wins the power of two choices
+        assert {t.outstanding for t in targets.targets} == {1}
+        first.read_all()
+        first.release()
+        second.discard()
+        second.discard()  # twice: counted once
+        assert [t.outstanding for t in targets.targets] == [0, 0]

@@ -49,11 +49,13 @@ def test_one_services_fields_are_taken_apart_and_dropped() -> None:
 def test_a_snapshot_survives_its_json_form() -> None:
     encoded = encode_snapshot(pid=7, written_at=12.5, cache={3: {"req": 1}, 4: {}}, breaker={3: {"a|ok": 1}},
                               cumulative={"a|ok": 1}, resets_seen={"a": 2}, breakers={"a": {"state": "OPEN"}},
-                              store={"keys": 1, "memory_used_bytes": 9}, in_flight=2)
+                              store={"keys": 1, "memory_used_bytes": 9}, in_flight=2,
+                              targets={"orders": {"http://a": {"ejected": False}}})
     decoded = decode_snapshot(json.loads(json.dumps(encoded)))
     assert decoded == {"pid": 7, "written_at": 12.5, "in_flight": 2, "c": {3: {"req": 1}}, "b": {3: {"a|ok": 1}},
                        "cum": {"a|ok": 1}, "resets_seen": {"a": 2}, "breakers": {"a": {"state": "OPEN"}},
-                       "store": {"keys": 1, "memory_used_bytes": 9}}  # empty buckets are not written
+                       "store": {"keys": 1, "memory_used_bytes": 9},
+                       "targets": {"orders": {"http://a": {"ejected": False}}}}  # empty buckets are not written
     assert decode_snapshot({})["written_at"] == 0.0 and decode_snapshot({})["c"] == {}
 
 
