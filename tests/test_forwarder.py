@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -10,7 +10,7 @@ from gateway.breaker.core import Outcome, Ticket
 from gateway.cache.passthrough import BodyStream, Exchange
 from gateway.config.settings import load_settings
 from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout
-from gateway.forwarder import forward_request
+from gateway.forwarder import forward_request, refresh
 from gateway.messages import ProxyCall, ProxyResponse, UpstreamResponse
 
 SERVICE = load_settings({}).services["order-service"]
@@ -212,3 +212,12 @@ def test_a_probe_settles_the_circuit_before_the_client_has_the_answer() -> None:
     assert drain(response) == b"ab"
     snap = breaker.snapshot()
     assert (snap["state"], snap["successes"], snap["failures"]) == ("CLOSED", 1, 3)  # counted once
+
+
+def test_a_background_refresh_runs_the_flow_unguarded_and_drains_the_body() -> None:
+    gw = engine(upstream(chunks=[b"a", b"b"]))
+    call = make_call()
+    call.service = replace(SERVICE, rate_limit=object())  # type: ignore[arg-type]  # guarded, but not for a refresh
+    refresh(call, gw)  # FakeEngine has no traffic guard: asking it would fail
+    assert [o for o, _ in gw.breakers["order-service"].results] == [Outcome.SUCCESS]  # read to its end
+    assert gw.cache.closed == 1

@@ -68,6 +68,26 @@ class BreakerListener(Protocol):
     def on_state_change(self, service: str, old: str, new: str) -> None: ...
 
 
+class Breaker(Protocol):
+    """One service's breaker as the flow, the admin endpoints and the stats use it: the local one or the shared one."""
+
+    name: str
+
+    @property
+    def refusing(self) -> bool: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def before_call(self) -> Ticket: ...
+
+    def after_call(self, ticket: Ticket, outcome: Outcome, latency_s: float) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def force(self, action: str, *, quiet: bool = False) -> dict[str, Any]: ...
+
+
 def outcome_for(error: BaseException) -> Outcome:
     """Classify an exception raised by a protected call."""
     return Outcome.TIMEOUT if isinstance(error, GatewayTimeout) else Outcome.FAILURE
@@ -292,9 +312,10 @@ class BreakerRegistry:
         if bus is not None:
             bus.subscribe("breaker", self._apply_forced)
         self.listeners: list[Any] = list(listeners)
-        self._breakers: dict[str, Any] = {
+        local_breakers = {
             name: CircuitBreaker(service, clock, self.listeners) for name, service in settings.services.items()
         }
+        self._breakers: dict[str, Breaker] = dict(local_breakers)
         if link is not None:
             from gateway.breaker.shared import BreakerScripts, SharedBreaker  # imports this module
             from gateway.redis.subscription import Subscription
@@ -305,10 +326,10 @@ class BreakerRegistry:
             self._breakers = {
                 name: SharedBreaker(local.service, link, scripts, local, self.listeners, shared_clock,
                                     subscription=self.subscription)
-                for name, local in self._breakers.items()
+                for name, local in local_breakers.items()
             }
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> Breaker:
         """The breaker of service ``name``; KeyError if there is no such service."""
         if self.bus is not None:
             self.bus.poll()
@@ -319,12 +340,12 @@ class BreakerRegistry:
         snapshot = self[name].force(action)
         if self.bus is not None:
             self.bus.publish("breaker", {"service": name, "action": action})
-        return snapshot  # type: ignore[no-any-return]
+        return snapshot
 
     def _forget_open(self, name: bytes) -> None:
-        breaker = self._breakers.get(name.decode(errors="replace"))
-        if breaker is not None:
-            breaker.forget_open()
+        forget = getattr(self._breakers.get(name.decode(errors="replace")), "forget_open", None)
+        if forget is not None:
+            forget()
 
     def _forget_all(self) -> None:
         for breaker in getattr(self, "_breakers", {}).values():
@@ -350,7 +371,3 @@ class BreakerRegistry:
     def snapshot(self) -> dict[str, Any]:
         """``{"services": {name: {...}}}`` for ``/stats/circuit-breakers``."""
         return {"services": {name: breaker.snapshot() for name, breaker in self._breakers.items()}}
-
-    def init_app(self, app: Any) -> None:
-        """Store the registry as ``app.extensions["gateway.breakers"]``."""
-        app.extensions["gateway.breakers"] = self

@@ -552,20 +552,23 @@ class SharedBreaker(BreakerCalls):
             next_attempt_at=_float_or_none(fields[3]), store="redis",
         )
 
-    def force(self, action: str) -> dict[str, Any]:
-        """Operator control, applied in Redis and to the local fallback, so it holds if Redis goes away."""
+    def force(self, action: str, *, quiet: bool = False) -> dict[str, Any]:
+        """Operator control, applied in Redis and to the local fallback, so it holds if Redis goes away.
+
+        ``quiet`` tells no listener of the state change (it was announced where it was made)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown breaker action {action!r}")
         self.forget_open()
         try:
             old, new = self._run(self._scripts.force, [*self._window_args, str(STATE_TTL_MS), action])
         except StoreUnavailable:
-            return self.fallback.force(action)
+            return self.fallback.force(action, quiet=quiet)
         if self.subscription is not None:
             try:
                 self.subscription.publish(self.name.encode())  # every process drops its held OPEN answer
             except StoreUnavailable:
                 pass  # their subscriptions fail too, which drops what they hold
         self.fallback.force(action, quiet=True)
-        self._emit(old, new)
+        if not quiet:
+            self._emit(old, new)
         return self.snapshot()

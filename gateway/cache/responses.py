@@ -97,7 +97,7 @@ class ResponseCache:
             if bus is not None:
                 store = BroadcastMemoryStore(store, bus)  # drops must reach the sibling workers
         self.store: MemoryStore | RedisStore | TieredStore | BroadcastMemoryStore = store
-        # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
+        # Background refresh for stale-while-revalidate: build_gateway sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None
         self._shared_keys: dict[tuple[str, str, str, str], str] = {}  # hot requests' shared keys, worked out once
@@ -105,12 +105,6 @@ class ResponseCache:
         self._inflight: dict[str, threading.Event] = {}
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
-
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.cache"]``."""
-        if self.stats is None:
-            self.stats = app.extensions.get("gateway.stats")
-        app.extensions["gateway.cache"] = self
 
     # -- the forwarder's entry point ------------------------------------------------------------
 

@@ -149,10 +149,6 @@ class UpstreamClient:
             context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
         self.pools = {name: ServicePool(service, context) for name, service in settings.services.items()}
 
-    def init_app(self, app) -> None:  # noqa: ANN001 - Flask app, kept untyped to keep the engine Flask-free
-        """Register as ``app.extensions["gateway.upstream"]``."""
-        app.extensions["gateway.upstream"] = self
-
     def send(self, call: ProxyCall, extra_headers: Headers | None = None) -> UpstreamResponse:
         """Send ``call`` upstream; raise BadGateway or GatewayTimeout when no answer comes."""
         pool = self.pools[call.service.name]

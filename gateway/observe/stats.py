@@ -28,7 +28,6 @@ from typing import Any
 
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
-from gateway.observe.metrics import Metrics
 from gateway.observe.stats_report import LATENCY_BOUNDS_MS, breaker_report, cache_report, latency_bin
 from gateway.observe.stats_share import (
     FRESH_SECONDS,
@@ -62,17 +61,19 @@ class GatewayStats:
     """Counts requests, cache results and breaker calls, and answers for the whole gateway."""
 
     def __init__(self, settings: Settings, link: RedisLink | None = None, clock: Clock = system_clock,
-                 run_dir: str | None = None, *, flush_interval: float = FLUSH_INTERVAL) -> None:
+                 run_dir: str | None = None, *, flush_interval: float = FLUSH_INTERVAL, metrics: Any = None,
+                 history: Any = None) -> None:
         self.settings = settings
         self.link = link
         self.clock = clock
         self.flush_interval = flush_interval
-        self.metrics: Any = None  # gateway.observe.metrics.Metrics, attached by either init_app
-        self.history: Any = None  # gateway.observe.stats_history.StatsHistory, sampled after each flush
+        self.metrics: Any = metrics  # gateway.observe.metrics.Metrics, told every event
+        self.history: Any = history  # gateway.observe.stats_history.StatsHistory, sampled after each flush
+        self.breakers: Any = None  # the breaker registry, read for states and held rejects (given once it exists)
+        self.cache: Any = None  # the response cache, read for its size (given once it exists)
         self.run_dir = run_dir or os.environ.get("GATEWAY_RUN_DIR") or private_run_dir()
         windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.cb_rolling_window]
         self.breaker_history = int(max(windows)) + 2
-        self._extensions: Mapping[str, Any] = {}
         self._states: dict[str, str] = {}
         self._new_worker()
         _track_forks(self)
@@ -96,16 +97,6 @@ class GatewayStats:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.stats"]`` and link up with the metrics."""
-        app.extensions["gateway.stats"] = self
-        self._extensions = app.extensions
-        metrics = app.extensions.get("gateway.metrics")
-        if metrics is None:
-            metrics = Metrics(self.settings, link=self.link)
-            metrics.init_app(app)
-        self.metrics = metrics
-
     # -- hot path ---------------------------------------------------------------------------------
 
     def record_request(self, service: str, method: str, status: int, cache: str | None,
@@ -126,7 +117,6 @@ class GatewayStats:
                     counts[field] = counts.get(field, 0) + micros
             if upstream_s is not None:
                 counts["upstream"] = counts.get("upstream", 0) + 1
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.observe_request(service, method, status, cache, duration_s, upstream_s)
 
@@ -142,7 +132,6 @@ class GatewayStats:
             with self._lock:
                 counts = self._pending_c.setdefault(second, {})
                 counts[field] = counts.get(field, 0) + 1
-            self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.cache_event(event)
 
@@ -151,7 +140,6 @@ class GatewayStats:
         key = f"{RATE_LIMIT_FAMILY}{service}|{event}"
         with self._lock:
             self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.rate_limit_event(service, event)
 
@@ -169,7 +157,6 @@ class GatewayStats:
             for field in ("ok",) if name == "SUCCESS" else (("fail", "to") if name == "TIMEOUT" else ("fail",)):
                 key = f"{service}|{field}"
                 self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_call(service, name.lower())
 
@@ -178,7 +165,6 @@ class GatewayStats:
         key = f"{service}|rej"
         with self._lock:
             self._pending_cum[key] = self._pending_cum.get(key, 0) + 1
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_reject(service)
 
@@ -190,8 +176,8 @@ class GatewayStats:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def _ensure_flusher(self) -> None:
-        # Started on first use, never at import or in init_app: it must run in the forked worker.
+    def start(self) -> None:
+        """Start the background flusher (the gateway starts it in the serving worker, never at import)."""
         if self._thread is not None or self.flush_interval <= 0 or self._stop.is_set():
             return
         with self._lock:
@@ -250,7 +236,7 @@ class GatewayStats:
 
     def _push_held_rejects(self) -> None:
         """Rejects this worker answered itself (holding an OPEN answer) reach the shared breaker's counters."""
-        registry = self._extensions.get("gateway.breakers")
+        registry = self.breakers
         if registry is None:
             return
         for name in self.settings.services:
@@ -309,7 +295,7 @@ class GatewayStats:
 
     def _breaker_states(self) -> dict[str, dict[str, Any]]:
         """This worker's breaker states (its own in embedded mode)."""
-        registry = self._extensions.get("gateway.breakers")
+        registry = self.breakers
         states: dict[str, dict[str, Any]] = {}
         for name in self.settings.services:
             if registry is not None and name in registry:
@@ -396,7 +382,7 @@ class GatewayStats:
 
     def _store_size(self) -> dict[str, Any] | None:
         """``keys`` and ``memory_used_bytes`` of this worker's cache (shared with Redis), if there is one."""
-        snapshot = getattr(self._extensions.get("gateway.cache"), "snapshot", None)
+        snapshot = getattr(self.cache, "snapshot", None)
         if not callable(snapshot):
             return None
         try:
@@ -408,7 +394,7 @@ class GatewayStats:
 
     def breaker_stats(self, registry: Any = None) -> dict[str, Any]:
         """``/stats/circuit-breakers`` for every configured service."""
-        registry = registry if registry is not None else self._extensions.get("gateway.breakers")
+        registry = registry if registry is not None else self.breakers
         now = self.clock()
         last = int(now)
         buckets, others, from_redis = self._gathered("b", last - self.breaker_history + 1, last)

@@ -334,13 +334,3 @@ def test_a_failing_listener_never_fails_a_call(make: Any) -> None:
     h.registry.add_listener(Broken())
     h.run(S)
     assert h.breaker.snapshot()["successes"] == 1
-
-
-def test_init_app_stores_the_registry(make: Any) -> None:
-    class App:
-        extensions: dict[str, Any] = {}
-
-    h = make()
-    app = App()
-    h.registry.init_app(app)
-    assert app.extensions["gateway.breakers"] is h.registry
