@@ -54,7 +54,12 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn hook signature
     """Make SIGTERM also mark the worker as draining, so /health answers 503 while it finishes."""
-    lifecycle = worker.wsgi.extensions.get("gateway.lifecycle") if hasattr(worker.wsgi, "extensions") else None
+    from flask import Flask
+
+    from blueprints.envelope import gateway_of  # the worker has loaded the app by now
+
+    # The benchmark's bare WSGI apps run under this configuration too: they have nothing to drain.
+    lifecycle = gateway_of(worker.wsgi).lifecycle if isinstance(worker.wsgi, Flask) else None
     original = worker.handle_exit
 
     def handle_exit(sig, frame):  # noqa: ANN001, ANN202

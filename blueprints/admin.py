@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from blueprints.envelope import current_gateway
 from gateway.breaker.core import ACTIONS
 from gateway.errors import CacheUnavailable, Forbidden, NotFound, Unauthorized
 from gateway.observe.inventory import describe_services
@@ -20,7 +21,7 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 @admin.before_request
 def require_admin_token() -> None:
     """Admit only ``Authorization: Bearer <ADMIN_TOKEN>``; with no token configured the endpoints are off."""
-    token = current_app.config["GATEWAY_SETTINGS"].admin_token
+    token = current_gateway().settings.admin_token
     if not token:
         raise Forbidden("Admin endpoints are disabled: ADMIN_TOKEN is not set.")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -32,9 +33,8 @@ def require_admin_token() -> None:
 @admin.get("/services")
 def list_services() -> Response:
     """Every service: prefix, upstream, cache, breaker and health-check settings (secrets redacted)."""
-    settings = current_app.config["GATEWAY_SETTINGS"]
-    listing = describe_services(settings, current_app.extensions.get("gateway.health"),
-                                current_app.extensions.get("gateway.breakers"))
+    gateway = current_gateway()
+    listing = describe_services(gateway.settings, gateway.health, gateway.breakers)
     response = jsonify(listing)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -43,24 +43,23 @@ def list_services() -> Response:
 @admin.post("/circuit-breakers/<service>/<action>")
 def force_breaker(service: str, action: str) -> Response:
     """Force a service's breaker open, closed, or reset it; answer its new statistics."""
-    breakers = current_app.extensions["gateway.breakers"]
+    gateway = current_gateway()
+    breakers = gateway.breakers
     if service not in breakers:
         raise NotFound(f"No service named {service!r}.", service=service)
     if action not in ACTIONS:
         raise NotFound(f"Unknown breaker action {action!r}; use open, close or reset.", service=service)
     snapshot = breakers.force(service, action)
-    stats = current_app.extensions.get("gateway.stats")
-    if action == "reset" and stats is not None:
-        stats.reset_breaker(service)  # /stats/circuit-breakers counts from listener events: clear them too
+    if action == "reset":
+        gateway.stats.reset_breaker(service)  # /stats/circuit-breakers counts from listener events: clear them too
     return jsonify({"service": service, "action": action, **snapshot})
 
 
 @admin.delete("/cache")
 def purge_cache() -> Response:
     """Drop every cache entry, one path's (``?path=``) or a subtree's (``?prefix=``)."""
-    cache = current_app.extensions["gateway.cache"]
     try:
-        summary = cache.purge(path=request.args.get("path"), prefix=request.args.get("prefix"))
+        summary = current_gateway().cache.purge(path=request.args.get("path"), prefix=request.args.get("prefix"))
     except StoreUnavailable:
         raise CacheUnavailable() from None
     return jsonify(summary)

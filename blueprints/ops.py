@@ -17,8 +17,9 @@ import time
 from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from blueprints.envelope import current_gateway
 from gateway import __version__
 from gateway.errors import Forbidden, Unauthorized
 from gateway.http.inbound import client_ip_from, is_loopback
@@ -30,7 +31,6 @@ CHALLENGES = [("WWW-Authenticate", 'Basic realm="gateway", charset="UTF-8"')]
 # The dashboard loads nothing from elsewhere; the policy makes that a promise.
 DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                  "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'")
-_process_started = time.time()
 OPEN_PATHS = frozenset({"/health", "/ready"})  # never behind the token or the loopback rule
 
 
@@ -61,7 +61,7 @@ def require_ops_token() -> None:
 
     Without ``OPS_TOKEN``, raise 403 unless the client is on this host.
     """
-    settings = current_app.config["GATEWAY_SETTINGS"]
+    settings = current_gateway().settings
     token = settings.ops_token
     if not token:
         client = client_ip_from(str(request.environ.get("REMOTE_ADDR") or ""),
@@ -86,7 +86,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def _redis_state() -> str:
     """``disabled`` without REDIS_URL, else ``up`` or ``down``."""
-    link = current_app.extensions.get("gateway.redis")
+    link = current_gateway().link
     if link is None:
         return "disabled"
     # Skip the ping while the link is in its back-off period: the answer is known and fast.
@@ -96,12 +96,11 @@ def _redis_state() -> str:
 @ops.get("/health")
 def health() -> Response:
     """Liveness: 200 while the gateway can serve, 503 once it is draining after SIGTERM."""
-    lifecycle = current_app.extensions.get("gateway.lifecycle")
-    if lifecycle is not None and getattr(lifecycle, "draining", False):
+    lifecycle = current_gateway().lifecycle
+    if lifecycle.draining:
         return _json({"status": "draining"}, 503)
-    started = getattr(lifecycle, "started_at", _process_started)
     return _json({"status": "ok", "redis": _redis_state(), "version": __version__,
-                  "uptime_s": round(max(0.0, time.time() - started), 3)})
+                  "uptime_s": round(max(0.0, time.time() - lifecycle.started_at), 3)})
 
 
 @ops.get("/ready")
@@ -111,8 +110,7 @@ def ready() -> Response:
     Redis being down does not make the gateway unready (it serves from memory and local breakers
     meanwhile); the answer says so, for the operator, without failing on it.
     """
-    lifecycle = current_app.extensions.get("gateway.lifecycle")
-    if lifecycle is not None and getattr(lifecycle, "draining", False):
+    if current_gateway().lifecycle.draining:
         return _json({"status": "draining", "ready": False}, 503)
     return _json({"status": "ready", "ready": True, "redis": _redis_state(), "pid": os.getpid()})
 
@@ -120,47 +118,44 @@ def ready() -> Response:
 @ops.get("/health/services")
 def health_services() -> Response:
     """Active health check results of every service."""
-    return _json(current_app.extensions["gateway.health"].services())
+    return _json(current_gateway().health.services())
 
 
 @ops.get("/stats/circuit-breakers")
 def breaker_stats() -> Response:
     """Circuit breaker statistics, gateway-wide."""
-    stats = current_app.extensions["gateway.stats"]
-    return _json(stats.breaker_stats(current_app.extensions.get("gateway.breakers")))
+    gateway = current_gateway()
+    return _json(gateway.stats.breaker_stats(gateway.breakers))
 
 
 @ops.get("/stats/cache")
 def cache_stats() -> Response:
     """Cache statistics of the last five minutes, gateway-wide."""
-    return _json(current_app.extensions["gateway.stats"].cache_stats())
+    return _json(current_gateway().stats.cache_stats())
 
 
 @ops.get("/stats/rate-limits")
 def rate_limit_stats() -> Response:
     """Each rate-limited service: its limits, and its 429s and Redis-down decisions since start, gateway-wide."""
-    return _json(current_app.extensions["gateway.stats"].rate_limit_stats())
+    return _json(current_gateway().stats.rate_limit_stats())
 
 
 @ops.get("/stats/upstreams")
 def upstream_stats() -> Response:
     """Each service's targets (in rotation or ejected, attempts, failures) and its retries, gateway-wide."""
-    return _json(current_app.extensions["gateway.stats"].upstream_stats())
+    return _json(current_gateway().stats.upstream_stats())
 
 
 @ops.get("/stats/history")
 def history_stats() -> Response:
     """Per service, the last 15 minutes of request rate, errors, p95, hit rate and breaker state."""
-    history = current_app.extensions.get("gateway.history")
-    if history is None:
-        return _json({"window_s": 0, "interval_s": 0, "now": time.time(), "t": [], "services": {}})
-    return _json(history.report())
+    return _json(current_gateway().history.report())
 
 
 @ops.get("/metrics")
 def metrics() -> Response:
     """Prometheus exposition of this instance: OpenMetrics when the scraper's Accept asks for it."""
-    body, content_type = current_app.extensions["gateway.metrics"].render(request.headers.get("Accept"))
+    body, content_type = current_gateway().metrics.render(request.headers.get("Accept"))
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 

@@ -1,16 +1,19 @@
-"""The proxied routes: one blueprint per configured service, all made by one factory."""
+"""The proxied routes: one blueprint per configured service, all made by one factory.
+
+Each blueprint's view forwards to the engine and shapes its answer; the blueprint's ``after_request``
+hook adds ``X-Cache`` and ``X-Cache-Source``. Every step is the envelope's (``blueprints.envelope``),
+the same ones the fast entrance (``ProxyWSGI``) runs for these paths.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
+from werkzeug.datastructures import Headers
 from werkzeug.routing import PathConverter
 
+from blueprints.envelope import FORWARDED_METHODS, Envelope, EnvelopeResponse, add_cache_headers
 from gateway.config.settings import ServiceConfig
-from gateway.forwarder import forward_request
-from gateway.http.inbound import VIA, build_call
-from gateway.messages import Headers, ProxyResponse, header_value, set_header
-
-FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+from gateway.http.inbound import build_call
 
 
 class RestConverter(PathConverter):
@@ -20,67 +23,26 @@ class RestConverter(PathConverter):
     part_isolating = False  # may span slashes; werkzeug would otherwise match one segment only
 
 
-class ProxiedResponse(Response):
-    """An upstream answer passed through: no default Content-Type invented for it."""
-
-    default_mimetype = None
-
-
-def make_service_blueprint(service: ServiceConfig) -> Blueprint:
+def make_service_blueprint(service: ServiceConfig, envelope: Envelope) -> Blueprint:
     """Build the blueprint that forwards ``<prefix>`` and ``<prefix>/…`` to ``service``."""
     blueprint = Blueprint(f"service:{service.name}".replace(".", "_"), __name__)
 
     def proxy(rest: str | None = None) -> Response:
-        settings = current_app.config["GATEWAY_SETTINGS"]
-        call = build_call(request.environ, service, settings, g.request_id)
-        g.call = call
-        in_flight = getattr(current_app.extensions.get("gateway.metrics"), "in_flight", None)
-        if in_flight is None:
-            return to_response(forward_request(call, current_app.extensions["gateway.engine"]))
-        in_flight.inc()
-        try:
-            response = to_response(forward_request(call, current_app.extensions["gateway.engine"]))
-        except BaseException:
-            in_flight.dec()
-            raise
-        response.call_on_close(in_flight.dec)
+        """Forward the request (the engine decides cache, breaker and upstream) and shape the answer."""
+        call = g.call = build_call(request.environ, service, envelope.settings, g.request_id)
+        answer = g.answer = envelope.forward(call)
+        return EnvelopeResponse.of(answer)
+
+    @blueprint.after_request
+    def x_cache(response: Response) -> Response:
+        """``X-Cache`` (HIT, MISS, STALE, REVALIDATED, BYPASS) and ``X-Cache-Source`` on every engine answer."""
+        if isinstance(response, EnvelopeResponse) and response.answer is not None:
+            headers = response.headers.to_wsgi_list()
+            add_cache_headers(headers, response.answer)  # the envelope's step, on its own list of headers
+            response.headers = Headers(headers)
         return response
 
     for rule in (service.prefix, service.prefix + "/<rest:rest>"):
         blueprint.add_url_rule(rule, endpoint="proxy", view_func=proxy, methods=FORWARDED_METHODS,
                                provide_automatic_options=False, strict_slashes=False)
     return blueprint
-
-
-def proxy_headers(result: ProxyResponse) -> Headers:
-    """The client's headers for an engine answer: the engine's as given, then Content-Length and X-Cache."""
-    headers: Headers = []
-    via = VIA
-    for name, value in result.headers:
-        if "\n" in value or "\r" in value:
-            raise ValueError("Header values must not contain newline characters.")  # as Werkzeug refuses them
-        if name.lower() == "via":
-            via = f"{value}, {VIA}"  # the gateway is the last hop on the way back
-            continue
-        headers.append((name, value))
-    headers.append(("Via", via))
-    if (isinstance(result.body, bytes) and result.status not in (204, 304)
-            and header_value(headers, "Content-Length") is None):
-        headers.append(("Content-Length", str(len(result.body))))
-    if result.cache is not None:
-        set_header(headers, "X-Cache", result.cache)
-        if result.cache_source is not None:
-            set_header(headers, "X-Cache-Source", result.cache_source)
-    return headers
-
-
-def to_response(result: ProxyResponse) -> Response:
-    """Shape the engine's answer as a Flask response, headers exactly as the engine gives them."""
-    response = ProxiedResponse(result.body, status=result.status)
-    response.headers.clear()
-    for name, value in proxy_headers(result):
-        response.headers.add(name, value)
-    g.cache_result = result.cache
-    for callback in result.on_close:
-        response.call_on_close(callback)
-    return response

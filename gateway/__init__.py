@@ -7,7 +7,9 @@ Folders by part, lower ones first (a part imports only those above it in this li
     http/                              the server under gunicorn, the inbound request, the upstream client
     cache/, breaker/, traffic/         the RFC 9111 cache, circuit breakers, rate limits and CORS
     observe/                           stats, metrics, the access log, health checks
-    forwarder                          the request flow, top to bottom
+    engine                             the Gateway: every part in one typed object, started in one place
+    forwarder                          the request flow, top to bottom, over a Gateway
+    build                              build_gateway: every part made once, the flow wired into the cache
 """
 
 __version__ = "1.0.0"

@@ -1,7 +1,8 @@
 """The request flow, top to bottom: cache lookup, breaker, upstream, store, response.
 
 This is the one place to read to know what happens to a proxied request (a service with rate limiting
-or CORS goes through ``guarded_request`` first: preflight, limit, this flow, their headers)::
+or CORS goes through ``guarded_request`` first: preflight, limit, this flow, their headers; a stale
+entry's background ``refresh`` is this flow too)::
 
     cache.begin ──HIT──────────────────────────────────────────────► response
         │ miss / stale / bypass
@@ -15,25 +16,15 @@ or CORS goes through ``guarded_request`` first: preflight, limit, this flow, the
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
 
 from gateway.breaker.core import Outcome
 from gateway.cache.passthrough import outcome_told
+from gateway.engine import Gateway
 from gateway.errors import CircuitOpen, GatewayError, GatewayTimeout, UpstreamError
 from gateway.messages import ProxyCall, ProxyResponse
-from gateway.traffic.guard import TrafficGuard
 
 
-class Engine(Protocol):
-    """The engine parts the flow needs (``app.extensions`` in the app, fakes in tests)."""
-
-    cache: Any
-    breakers: Any
-    upstream: Any
-    traffic: Any  # gateway.traffic.guard.TrafficGuard: read only for services with rate limiting or CORS
-
-
-def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyResponse:
+def forward_request(call: ProxyCall, gw: Gateway, guard: bool = True) -> ProxyResponse:
     """Answer ``call`` from the cache or its service, guarded by the service's circuit breaker.
 
     ``guard`` False skips the rate limit and CORS (a background refresh is no client's request).
@@ -82,9 +73,9 @@ def forward_request(call: ProxyCall, gw: Engine, guard: bool = True) -> ProxyRes
         exchange.close()
 
 
-def guarded_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
+def guarded_request(call: ProxyCall, gw: Gateway) -> ProxyResponse:
     """A service with rate limiting or CORS: preflight, limit, the flow above, then their headers on the way out."""
-    traffic: TrafficGuard = gw.traffic
+    traffic = gw.traffic
     preflight = traffic.preflight(call)
     if preflight is not None:
         return preflight  # answered by the gateway: never limited, never forwarded
@@ -95,3 +86,19 @@ def guarded_request(call: ProxyCall, gw: Engine) -> ProxyResponse:
         traffic.on_error(call, error, limit_headers)  # a page can read the gateway's 502, 503, 504
         raise
     return traffic.on_response(call, response, limit_headers)
+
+
+def refresh(call: ProxyCall, gw: Gateway) -> None:
+    """Stale-while-revalidate, in the background: the flow for a stale entry, its body drained so the cache stores it.
+
+    Unguarded: no client sent it, so no rate limit counts it and no CORS applies.
+    """
+    body = forward_request(call, gw, guard=False).body
+    try:
+        if not isinstance(body, bytes):
+            for _ in body:
+                pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()

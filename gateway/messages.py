@@ -1,6 +1,6 @@
 """The plain data a request carries through the engine: the incoming call, the upstream answer, the reply.
 
-These are Flask-free so the same engine serves the blueprints and any lean WSGI path.
+These are Flask-free so the same engine serves both entrances (the Flask blueprints and the fast WSGI one).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -10,7 +10,7 @@ from gateway.breaker.core import Outcome, Ticket
 from gateway.cache.passthrough import BodyStream, Exchange
 from gateway.config.settings import load_settings
 from gateway.errors import BadGateway, CircuitOpen, GatewayTimeout
-from gateway.forwarder import forward_request
+from gateway.forwarder import forward_request, refresh
 from gateway.messages import ProxyCall, ProxyResponse, UpstreamResponse
 
 SERVICE = load_settings({}).services["order-service"]
@@ -227,3 +227,12 @@ def test_a_failure_spared_by_another_target_is_not_the_services() -> None:
     # Another target still answers: the breaker is told once, and not of a failure.
     assert [o for o, _ in gw.breakers["order-service"].results] == [Outcome.SUCCESS]
     assert [o for o, _ in gw_error.breakers["order-service"].results] == [Outcome.SUCCESS]
+
+
+def test_a_background_refresh_runs_the_flow_unguarded_and_drains_the_body() -> None:
+    gw = engine(upstream(chunks=[b"a", b"b"]))
+    call = make_call()
+    call.service = replace(SERVICE, rate_limit=object())  # type: ignore[arg-type]  # guarded, but not for a refresh
+    refresh(call, gw)  # FakeEngine has no traffic guard: asking it would fail
+    assert [o for o, _ in gw.breakers["order-service"].results] == [Outcome.SUCCESS]  # read to its end
+    assert gw.cache.closed == 1

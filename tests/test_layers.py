@@ -27,7 +27,7 @@ TIERS: tuple[frozenset[str], ...] = (
     frozenset({"gateway", "clock", "errors", "messages", "config"}),  # "gateway": the package (its __version__)
     frozenset({"redis", "share"}),
     frozenset({"http", "cache", "breaker", "traffic", "observe"}),
-    frozenset({"forwarder", "engine"}),
+    frozenset({"forwarder", "engine", "build"}),
 )
 LEAVES = TIERS[0]
 

@@ -81,7 +81,3 @@ class BreakerRegistry:
     def snapshot(self) -> dict[str, Any]:
         """``{"services": {name: {...}}}`` for ``/stats/circuit-breakers``."""
         return {"services": {name: breaker.snapshot() for name, breaker in self._breakers.items()}}
-
-    def init_app(self, app: Any) -> None:
-        """Store the registry as ``app.extensions["gateway.breakers"]``."""
-        app.extensions["gateway.breakers"] = self

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from gateway.cache.broadcast import BroadcastMemoryStore
 from gateway.cache.coalescing import POLL_SECONDS, Coalesced, Inflight, Lead
@@ -74,7 +74,7 @@ class ResponseCache:
             # Several workers without Redis: drops must reach the sibling workers.
             store = BroadcastMemoryStore(memory, bus) if bus is not None else memory
         self.store: Store = store
-        # Background refresh for stale-while-revalidate: the forwarder sets this to a function that
+        # Background refresh for stale-while-revalidate: build_gateway sets this to a function that
         # sends a call upstream through the normal flow (begin ... on_response) and drains its body.
         self.refresher: Callable[[ProxyCall], None] | None = None
         self._shared_keys: dict[tuple[str, str, str, str], str] = {}  # hot requests' shared keys, worked out once
@@ -82,12 +82,6 @@ class ResponseCache:
         self._inflight = Inflight()
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
-
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.cache"]``."""
-        if self.stats is None:
-            self.stats = app.extensions.get("gateway.stats")
-        app.extensions["gateway.cache"] = self
 
     @property
     def source(self) -> str:

@@ -183,10 +183,6 @@ class UpstreamClient:
         self.budgets = {name: budget_for(service.retries, clock) for name, service in settings.services.items()}
         self.pools = {name: targets.targets[0].pool for name, targets in self.targets.items()}  # the first target's
 
-    def init_app(self, app) -> None:  # noqa: ANN001 - Flask app, kept untyped to keep the engine Flask-free
-        """Register as ``app.extensions["gateway.upstream"]``."""
-        app.extensions["gateway.upstream"] = self
-
     def _latest_check(self, service: str, url: str) -> tuple[float, bool] | None:
         return self.health(service, url) if self.health is not None else None
 

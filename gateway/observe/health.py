@@ -156,22 +156,6 @@ class HealthMonitor:
             self._run_dir = self.settings.run_dir or private_run_dir()
         return self._run_dir
 
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.health"]``; the poller starts with the first request."""
-        app.extensions["gateway.health"] = self
-        if self._run_dir is None:
-            stats = app.extensions.get("gateway.stats")
-            self._run_dir = getattr(stats, "run_dir", None) or self._run_dir
-        if self.metrics is None:
-            self.metrics = app.extensions.get("gateway.metrics")
-
-        def start_health_checks() -> None:
-            """Start polling lazily, in the serving (forked) worker, and not in unit-test apps."""
-            if self._thread is None and not app.testing:
-                self.start()
-
-        app.before_request(start_health_checks)
-
     # -- polling ----------------------------------------------------------------------------------
 
     def interval_for(self, service: ServiceConfig) -> float:

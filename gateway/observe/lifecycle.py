@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 
 class Lifecycle:
@@ -12,10 +11,6 @@ class Lifecycle:
     def __init__(self) -> None:
         self.started_at = time.time()
         self.draining = False
-
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.lifecycle"]``."""
-        app.extensions["gateway.lifecycle"] = self
 
     def drain(self) -> None:
         """Mark the worker as draining; ``/health`` answers 503 from now on."""

@@ -39,6 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway import __version__
 from gateway.config.settings import Settings
 from gateway.observe.metrics_processes import process_families
+from gateway.observe.sources import Breakers
 from gateway.observe.stats_report import RATE_LIMIT_EVENTS
 from gateway.observe.upstreams import UpstreamMetrics
 from gateway.redis.link import RedisLink
@@ -103,7 +104,8 @@ class Metrics:
         self.settings = settings
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry()
-        self._extensions: Mapping[str, Any] = {}
+        self.breakers: Breakers | None = None  # read for states at scrape time (given once it exists)
+        self.stats: Any = None  # gateway.observe.stats.GatewayStats: other workers' in-flight counts, cache size
         # label key -> (requests, request duration, its cache event or None, upstream duration, upstream calls)
         self._children: dict[tuple[str, str, str, str, str],
                              tuple[Counter, Histogram, Counter | None, Histogram, Counter]] = {}
@@ -157,14 +159,6 @@ class Metrics:
             self.registry.register(self.scrape)
         for event in CACHE_EVENTS:
             self.cache_events.labels(event)
-
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.metrics"]`` (and feed from the stats, if present)."""
-        app.extensions["gateway.metrics"] = self
-        self._extensions = app.extensions
-        stats = app.extensions.get("gateway.stats")
-        if stats is not None and getattr(stats, "metrics", None) is None:
-            stats.metrics = self
 
     def _service(self, name: str) -> str:
         return name if name in self.settings.services else "other"
@@ -267,7 +261,7 @@ class Metrics:
         Transitions seen by other workers (or instances, with Redis), or an OPEN turning HALF_OPEN by
         time alone, fire no listener here: the state is read when it is wanted.
         """
-        registry = self._extensions.get("gateway.breakers")
+        registry = self.breakers
         if registry is None:
             return
         states = {}
@@ -368,7 +362,7 @@ class ScrapeCollector:
         info.add_metric([__version__, platform.python_version(), platform.python_implementation()], 1)
         yield info
         yield from self.platform.collect()
-        stats = self.metrics._extensions.get("gateway.stats")
+        stats = self.metrics.stats
         elsewhere = getattr(stats, "in_flight_elsewhere", None)
         others = elsewhere() if callable(elsewhere) else 0
         yield GaugeMetricFamily("gateway_requests_in_flight", "Proxied requests being answered now (other workers' "
@@ -377,7 +371,7 @@ class ScrapeCollector:
         yield from process_families(self.metrics.multiprocess)
 
     def _cache_size(self) -> Iterator[Metric]:
-        stats = self.metrics._extensions.get("gateway.stats")
+        stats = self.metrics.stats
         size = getattr(stats, "cache_size", None)
         if not callable(size):
             return

@@ -31,6 +31,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway.messages import ProxyCall
+from gateway.observe.metrics import InFlight
 from gateway.observe.stats import GatewayStats
 
 FIELDS = ("request_id", "method", "path", "status", "duration_ms", "service", "cache", "breaker",
@@ -184,15 +185,19 @@ class AccessLog:
 
 
 class RequestLog:
-    """Logs and counts each finished request; the Flask hooks and the lean proxy path both use it."""
+    """Logs and counts each finished request, whichever entrance answered it (``blueprints.envelope``)."""
 
-    def __init__(self, access: AccessLog, stats: GatewayStats) -> None:
+    def __init__(self, access: AccessLog, stats: GatewayStats, in_flight: InFlight | None = None) -> None:
         self.access = access
         self.stats = stats
+        self.in_flight = in_flight  # a forwarded call counts in flight until its answer is done
 
     def closer(self, started: float, request_id: str | None, method: str, path: str, status: int,
                call: ProxyCall | None, cache: str | None, remote_addr: str | None) -> Callable[[], None]:
-        """Return what to run when the body is done: one access line, and the request counted."""
+        """Return what to run when the body is done: one access line, and the request counted.
+
+        A request with a ``call`` was forwarded, and so counted in flight: it leaves the count here.
+        """
         service = call.service.name if call is not None else None
         fields = dict(
             request_id=request_id, method=method, path=path, status=status, service=service, cache=cache,
@@ -203,7 +208,11 @@ class RequestLog:
             client_ip=call.client_ip if call is not None else remote_addr,
         )
 
+        in_flight = self.in_flight if call is not None else None
+
         def on_close() -> None:
+            if in_flight is not None:
+                in_flight.dec()
             duration = time.perf_counter() - started
             self.access.write(duration_ms=round(duration * 1000, 3), **fields)
             if service is not None:

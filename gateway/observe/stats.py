@@ -73,17 +73,20 @@ class GatewayStats:
     """Counts requests, cache results and breaker calls, and answers for the whole gateway."""
 
     def __init__(self, settings: Settings, link: RedisLink | None = None, clock: Clock = system_clock,
-                 run_dir: str | None = None, *, flush_interval: float = FLUSH_INTERVAL) -> None:
+                 run_dir: str | None = None, *, flush_interval: float = FLUSH_INTERVAL, metrics: Any = None,
+                 history: Any = None) -> None:
         self.settings = settings
         self.link = link
         self.clock = clock
         self.flush_interval = flush_interval
-        self.metrics: Metrics | None = None  # attached by either init_app
-        self.history: StatsHistory | None = None  # sampled after each flush
+        self.metrics: Metrics | None = metrics  # told every event
+        self.history: StatsHistory | None = history  # sampled after each flush
+        self.breakers: Breakers | None = None  # read for states and held rejects (given once it exists)
+        self.cache: Any = None  # the response cache, read for its size (given once it exists)
+        self.upstream: Any = None  # the upstream client, read for its targets' states (given once it exists)
         self.run_dir = run_dir or settings.run_dir or private_run_dir()
         windows = [s.breaker.rolling_window for s in settings.services.values()] or [settings.breaker.rolling_window]
         self.breaker_history = int(max(windows)) + 2
-        self._extensions: Mapping[str, Any] = {}
         self._states: dict[str, str] = {}
         self._new_worker()
         reset_after_fork(self, GatewayStats._new_worker)  # a child must not publish as its parent
@@ -102,23 +105,12 @@ class GatewayStats:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.stats"]`` and link up with the metrics."""
-        app.extensions["gateway.stats"] = self
-        self._extensions = app.extensions
-        metrics = app.extensions.get("gateway.metrics")
-        if metrics is None:
-            metrics = Metrics(self.settings, link=self.link)
-            metrics.init_app(app)
-        self.metrics = metrics
-
     # -- hot path ---------------------------------------------------------------------------------
 
     def record_request(self, service: str, method: str, status: int, cache: str | None,
                        duration_s: float, upstream_s: float | None) -> None:
         """Count one fully answered proxied request."""
         self._tally.request(int(self.clock()), cache, int(duration_s * 1_000_000), upstream_s is not None)
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.observe_request(service, method, status, cache, duration_s, upstream_s)
 
@@ -128,35 +120,30 @@ class GatewayStats:
         ``upstream_call`` is for calls no recorded request accounts for (a background refresh);
         a request's own upstream call is counted by :meth:`record_request` (``upstream_s``).
         """
-        if self._tally.cache_event(int(self.clock()), event):
-            self._ensure_flusher()
+        self._tally.cache_event(int(self.clock()), event)
         if self.metrics is not None:
             self.metrics.cache_event(event)
 
     def record_rate_limit(self, service: str, event: str) -> None:
         """Count a rate limiting event: ``limited`` (a 429) or ``redis_down_allowed``/``_refused``/``_local``."""
         self._tally.count(f"{RATE_LIMIT_FAMILY}{service}|{event}")
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.rate_limit_event(service, event)
 
     def count(self, key: str) -> None:
         """Add one to the cumulative counter ``key`` (kept since start, summed over workers and instances)."""
         self._tally.count(key)
-        self._ensure_flusher()
 
     def on_call(self, service: str, outcome: CallOutcome, latency_s: float) -> None:
         """Breaker listener: a protected call completed."""
         name = outcome.name
         self._tally.call(int(self.clock()), service, name, latency_s * 1000)
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_call(service, name.lower())
 
     def on_reject(self, service: str) -> None:
         """Breaker listener: a call was refused by an open circuit."""
         self._tally.count(f"{service}|rej")
-        self._ensure_flusher()
         if self.metrics is not None:
             self.metrics.breaker_reject(service)
 
@@ -168,8 +155,8 @@ class GatewayStats:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def _ensure_flusher(self) -> None:
-        # Started on first use, never at import or in init_app: it must run in the forked worker.
+    def start(self) -> None:
+        """Start the background flusher (the gateway starts it in the serving worker, never at import)."""
         if self._thread is not None or self.flush_interval <= 0 or self._stop.is_set():
             return
         with self._lock:
@@ -205,7 +192,7 @@ class GatewayStats:
             self._books.add(cache, breaker, cum, now)
             # Embedded mode: every worker has its own breakers, so each publishes their states.
             states = self._breaker_states() if self.link is None else {}
-            targets = target_states(self._extensions.get("gateway.upstream"))
+            targets = target_states(self.upstream)
             changed = bool(cache or breaker or cum)
             if changed or now - self._last_write >= 1.0 or now < self._last_write:
                 self._files.write(self._encode(now, states, targets))
@@ -226,7 +213,7 @@ class GatewayStats:
 
     def _push_held_rejects(self) -> None:
         """Rejects this worker answered itself (holding an OPEN answer) reach the shared breaker's counters."""
-        registry = self._extensions.get("gateway.breakers")
+        registry = self.breakers
         if registry is None:
             return
         for name in self.settings.services:
@@ -262,14 +249,14 @@ class GatewayStats:
         in_flight = self.metrics.in_flight.value if self.metrics is not None else 0
         books = self._books
         if targets is None:
-            targets = target_states(self._extensions.get("gateway.upstream"))
+            targets = target_states(self.upstream)
         return encode_snapshot(pid=os.getpid(), written_at=now, cache=books.cache, breaker=books.breaker,
                                cumulative=books.cumulative, resets_seen=self._resets_seen, breakers=states,
                                store=store, in_flight=in_flight, targets=targets)
 
     def _breaker_states(self) -> dict[str, BreakerFields]:
         """This worker's breaker states (its own in embedded mode)."""
-        registry = self._extensions.get("gateway.breakers")
+        registry = self.breakers
         states: dict[str, BreakerFields] = {}
         for name in self.settings.services:
             if registry is not None and name in registry:
@@ -337,7 +324,7 @@ class GatewayStats:
 
     def _store_size(self) -> StoreSize | None:
         """``keys`` and ``memory_used_bytes`` of this worker's cache (shared with Redis), if there is one."""
-        snapshot = getattr(self._extensions.get("gateway.cache"), "snapshot", None)
+        snapshot = getattr(self.cache, "snapshot", None)
         if not callable(snapshot):
             return None
         try:
@@ -349,7 +336,7 @@ class GatewayStats:
 
     def breaker_stats(self, registry: Breakers | None = None) -> dict[str, Any]:
         """``/stats/circuit-breakers`` for every configured service."""
-        registry = registry if registry is not None else self._extensions.get("gateway.breakers")
+        registry = registry if registry is not None else self.breakers
         now = self.clock()
         last = int(now)
         buckets, others, from_redis = self._gathered("b", last - self.breaker_history + 1, last)
@@ -382,7 +369,7 @@ class GatewayStats:
         self.flush()
         others = self._files.others()
         cumulative = self._cumulative([] if self._redis is not None else others, self._redis is not None)
-        views = [target_states(self._extensions.get("gateway.upstream"))]
+        views = [target_states(self.upstream)]
         views += [o["targets"] for o in others if merge.is_live(o, self.clock()) and o["targets"]]
         return upstream_report(self.settings, cumulative, views)
 

@@ -88,13 +88,6 @@ class StatsHistory:
         self._last: dict[str, Any] | None = None  # {"t": ..., "totals": ...}: the previous reading
         self._points: list[dict[str, Any]] = []
 
-    def init_app(self, app: Any) -> None:
-        """Register as ``app.extensions["gateway.history"]``; the stats flusher calls :meth:`maybe_sample`."""
-        app.extensions["gateway.history"] = self
-        stats = app.extensions.get("gateway.stats")
-        if stats is not None:
-            stats.history = self
-
     def maybe_sample(self) -> None:
         """Take a point when one is due and this worker is the instance's sampler (cheap otherwise)."""
         now = self.clock()

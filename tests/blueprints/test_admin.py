@@ -9,7 +9,8 @@ import pytest
 from flask import Flask, Response
 
 from blueprints.admin import admin
-from gateway.breaker.registry import BreakerRegistry
+from blueprints.envelope import EXTENSION, gateway_of
+from gateway.build import build_gateway
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import GatewayError, error_body
@@ -26,11 +27,9 @@ def body(response: Any) -> Any:
 
 def make_app(admin_token: str | None = TOKEN) -> Flask:
     """A Flask app with only the admin blueprint, the engine parts it uses and the JSON error handler."""
-    settings = load_settings({}, {"ADMIN_TOKEN": admin_token or ""})
     app = Flask(__name__)
-    app.config["GATEWAY_SETTINGS"] = settings
-    BreakerRegistry(settings, None, FakeClock()).init_app(app)
-    app.extensions["gateway.cache"] = memory_cache(FakeClock())
+    settings = load_settings({}, {"ADMIN_TOKEN": admin_token or ""})
+    app.extensions[EXTENSION] = build_gateway(settings, clock=FakeClock())
 
     @app.errorhandler(GatewayError)
     def render(error: GatewayError) -> Response:
@@ -55,7 +54,7 @@ def app() -> Flask:
 def test_missing_or_wrong_token_is_401(app: Flask, headers: dict[str, str]) -> None:
     clock = FakeClock()
     gw = Gateway(memory_cache(clock), clock)
-    app.extensions["gateway.cache"] = gw.cache
+    gateway_of(app).cache = gw.cache
     gw.request()
     for method, url in (("post", "/admin/circuit-breakers/order-service/open"), ("delete", "/admin/cache")):
         response = getattr(app.test_client(), method)(url, headers=headers)
@@ -63,7 +62,7 @@ def test_missing_or_wrong_token_is_401(app: Flask, headers: dict[str, str]) -> N
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert body(response)["error"]["code"] == "unauthorized"
     assert gw.request().cache == "HIT"  # nothing was purged
-    assert app.extensions["gateway.breakers"]["order-service"].state == "CLOSED"
+    assert gateway_of(app).breakers["order-service"].state == "CLOSED"
 
 
 def test_services_listing_needs_the_token(app: Flask) -> None:
@@ -76,7 +75,7 @@ def test_services_listing(app: Flask) -> None:
     assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
     listing = body(answer)
     names = [s["name"] for s in listing["services"]]
-    assert names == list(app.config["GATEWAY_SETTINGS"].services)
+    assert names == list(gateway_of(app).settings.services)
     orders = listing["services"][names.index("order-service")]
     assert orders == {
         "name": "order-service", "prefix": "/orders", "upstream": "http://127.0.0.1:3002", "strip_prefix": True,
@@ -84,7 +83,7 @@ def test_services_listing(app: Flask) -> None:
         "cache": {"enabled": True, "ttl_s": 300.0, "share_public_across_users": False},
         "breaker": {"error_threshold": 50.0, "volume_threshold": 3, "reset_timeout": 30.0, "rolling_window": 10.0,
                     "state": "CLOSED"},
-        "health_check": {"path": "/health", "interval_s": None, "timeout_s": None, "expected_status": ["2xx"]},
+        "health_check": {"path": "/health", "interval_s": 10.0, "timeout_s": 2.0, "expected_status": ["2xx"]},
         "rate_limit": None, "cors": None,
     }
     assert listing["gateway"]["redis"] is None
@@ -128,7 +127,7 @@ def test_force_breaker_open_close_reset(app: Flask) -> None:
     snap = body(response)
     assert (snap["service"], snap["action"], snap["state"], snap["forced"]) == ("order-service", "open", "OPEN", True)
     assert {"fires", "failures", "failure_rate", "latency_ms", "next_attempt_at"} <= set(snap)
-    assert app.extensions["gateway.breakers"]["order-service"].state == "OPEN"
+    assert gateway_of(app).breakers["order-service"].state == "OPEN"
     assert body(client.post("/admin/circuit-breakers/order-service/close", headers=AUTH))["state"] == "CLOSED"
     assert body(client.post("/admin/circuit-breakers/order-service/reset", headers=AUTH))["fires"] == 0
 
@@ -140,7 +139,7 @@ def test_reset_also_clears_the_published_stats(app: Flask) -> None:
         def reset_breaker(self, service: str) -> None:
             resets.append(service)
 
-    app.extensions["gateway.stats"] = FakeStats()
+    gateway_of(app).stats = FakeStats()  # type: ignore[assignment]
     client = app.test_client()
     client.post("/admin/circuit-breakers/order-service/open", headers=AUTH)
     assert resets == []
@@ -167,7 +166,7 @@ def test_unknown_service_or_action_is_404(app: Flask) -> None:
 def test_purge_cache(app: Flask, query: str, answer: dict[str, Any], left: list[str]) -> None:
     clock = FakeClock()
     gw = Gateway(memory_cache(clock), clock)  # a real cache, filled through the request flow
-    app.extensions["gateway.cache"] = gw.cache
+    gateway_of(app).cache = gw.cache
     restaurants = replace(SERVICE, name="restaurant-service", prefix="/restaurants")
     gw.request("/orders/123")
     gw.request("/orders/7")

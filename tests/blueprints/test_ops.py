@@ -10,15 +10,14 @@ import pytest
 from flask import Flask, Response, g
 from prometheus_client.parser import text_string_to_metric_families
 
+from blueprints.envelope import EXTENSION, gateway_of
 from blueprints.ops import OPEN_PATHS, guard, ops
 from gateway import __version__
 from gateway.breaker.core import Outcome
+from gateway.build import build_gateway
 from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import Forbidden, GatewayError, error_body
-from gateway.observe.health import HealthMonitor
-from gateway.observe.metrics import Metrics
-from gateway.observe.stats import GatewayStats
 
 TOKEN = "s3cret-ops"
 
@@ -41,14 +40,10 @@ class Link:
 
 
 def make_app(tmp_path: Path, **env: Any) -> Flask:
-    settings = load_settings({}, env)
     app = Flask(__name__)
-    app.config["GATEWAY_SETTINGS"] = settings
-    app.extensions["gateway.lifecycle"] = Lifecycle()
-    stats = GatewayStats(settings, None, FakeClock(), str(tmp_path), flush_interval=0)
-    app.extensions["gateway.metrics"] = Metrics(settings)
-    stats.init_app(app)
-    HealthMonitor(settings, run_dir=str(tmp_path), interval=0).init_app(app)
+    gateway = app.extensions[EXTENSION] = build_gateway(load_settings({}, env), clock=FakeClock(),
+                                                         run_dir=str(tmp_path))
+    gateway.lifecycle = Lifecycle()  # type: ignore[assignment]
     app.register_blueprint(ops)
 
     @app.errorhandler(GatewayError)
@@ -71,11 +66,11 @@ def test_health(tmp_path: Path) -> None:
     body = answer.get_json()
     assert body["status"] == "ok" and body["redis"] == "disabled" and body["version"] == __version__
     assert body["uptime_s"] > 0
-    app.extensions["gateway.redis"] = Link(up=False)
+    gateway_of(app).link = Link(up=False)
     assert client.get("/health").get_json()["redis"] == "down"
-    app.extensions["gateway.redis"] = Link(up=True)
+    gateway_of(app).link = Link(up=True)
     assert client.get("/health").get_json()["redis"] == "up"
-    app.extensions["gateway.lifecycle"].draining = True
+    gateway_of(app).lifecycle.draining = True
     answer = client.get("/health")
     assert answer.status_code == 503 and answer.get_json() == {"status": "draining"}
 
@@ -87,19 +82,19 @@ def test_ready_says_redis_but_never_fails_on_it(tmp_path: Path) -> None:
     assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
     body = answer.get_json()
     assert (body["status"], body["ready"], body["redis"]) == ("ready", True, "disabled")
-    app.extensions["gateway.redis"] = Link(up=False)
+    gateway_of(app).link = Link(up=False)
     answer = client.get("/ready")
     assert answer.status_code == 200 and answer.get_json()["redis"] == "down"
-    app.extensions["gateway.redis"] = Link(up=True)
+    gateway_of(app).link = Link(up=True)
     assert client.get("/ready").get_json()["redis"] == "up"
-    app.extensions["gateway.lifecycle"].draining = True
+    gateway_of(app).lifecycle.draining = True
     answer = client.get("/ready")
     assert answer.status_code == 503 and answer.get_json() == {"status": "draining", "ready": False}
 
 
 def test_stats_endpoints(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    stats = app.extensions["gateway.stats"]
+    stats = gateway_of(app).stats
     stats.record_request("order-service", "GET", 200, "HIT", 0.001, None)
     stats.record_request("order-service", "GET", 200, "MISS", 0.02, 0.015)
     stats.on_call("order-service", Outcome.SUCCESS, 0.015)
@@ -107,7 +102,7 @@ def test_stats_endpoints(tmp_path: Path) -> None:
     cache = client.get("/stats/cache").get_json()
     assert (cache["requests"], cache["hits"], cache["misses"], cache["hit_rate"]) == (2, 1, 1, 50.0)
     breakers = client.get("/stats/circuit-breakers").get_json()["services"]
-    assert set(breakers) == set(app.config["GATEWAY_SETTINGS"].services)
+    assert set(breakers) == set(gateway_of(app).settings.services)
     assert breakers["order-service"]["fires"] == 1 and breakers["order-service"]["state"] == "CLOSED"
     for field in ("successes", "failures", "timeouts", "rejects", "failure_rate", "latency_ms", "opened_at",
                   "next_attempt_at"):
@@ -121,13 +116,10 @@ def test_stats_endpoints(tmp_path: Path) -> None:
 
 
 def test_stats_history_endpoint(tmp_path: Path) -> None:
-    from gateway.observe.stats_history import StatsHistory
-
     app = make_app(tmp_path)
-    assert app.test_client().get("/stats/history").get_json()["t"] == []  # no history kept: empty, not an error
-    stats = app.extensions["gateway.stats"]
+    assert app.test_client().get("/stats/history").get_json()["t"] == []  # nothing sampled yet: empty, not an error
+    stats = gateway_of(app).stats
     clock = stats.clock
-    StatsHistory(app.extensions["gateway.metrics"], str(tmp_path), 10, clock).init_app(app)
     stats.flush()
     stats.record_request("order-service", "GET", 200, "HIT", 0.001, None)
     clock.advance(10)
@@ -136,7 +128,7 @@ def test_stats_history_endpoint(tmp_path: Path) -> None:
     assert answer.headers["Cache-Control"] == "no-store"
     body = answer.get_json()
     assert len(body["t"]) == 1 and body["services"]["order-service"]["cache_hit_pct"] == [100.0]
-    assert set(body["services"]) == set(app.config["GATEWAY_SETTINGS"].services)
+    assert set(body["services"]) == set(gateway_of(app).settings.services)
 
 
 def test_dashboard_is_self_contained(tmp_path: Path) -> None:

@@ -70,13 +70,3 @@ def test_a_siblings_forced_state_is_applied_quietly_by_either_kind(link: RedisLi
     registry._apply_forced({"service": SERVICE, "action": "explode"})
     assert registry[SERVICE].state == CLOSED
     assert recorder.changes() == []  # the worker that took the action told the listeners
-
-
-def test_init_app_stores_the_registry() -> None:
-    class App:
-        extensions: dict[str, Any] = {}
-
-    registry = BreakerRegistry(breaker_settings(), None)
-    app = App()
-    registry.init_app(app)
-    assert app.extensions["gateway.breakers"] is registry

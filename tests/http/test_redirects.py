@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from app import create_app
+from blueprints.envelope import gateway_of
 from gateway.cache.entry import decode
 from gateway.config.settings import ServiceConfig
 from gateway.http.redirects import ReverseMap
@@ -132,7 +133,7 @@ def test_a_redirect_through_the_gateway_keeps_the_prefix_and_is_cached_rewritten
     again = client.get("/files/docs")
     assert again.headers["X-Cache"] == "HIT" and again.headers["Location"] == "/files/docs/"
     assert backend.hits == 1
-    store = client.application.extensions["gateway.cache"].store
+    store = gateway_of(client.application).cache.store
     stored = [decode(blob) for slot in store._slots.values() for blob in slot.variants.values()]
     assert len(stored) == 1 and stored[0] is not None
     assert ("Location", "/files/docs/") in stored[0].headers  # the entry holds the rewritten form

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 from gateway.observe.lifecycle import Lifecycle
 
@@ -20,10 +19,3 @@ def test_drain_is_for_good() -> None:
     lifecycle.drain()
     lifecycle.drain()
     assert lifecycle.draining is True
-
-
-def test_it_registers_with_the_app() -> None:
-    app = SimpleNamespace(extensions={})
-    lifecycle = Lifecycle()
-    lifecycle.init_app(app)
-    assert app.extensions == {"gateway.lifecycle": lifecycle}

@@ -146,7 +146,7 @@ def test_scrape_time_metrics(tmp_path: Path) -> None:
     from gateway import __version__
 
     metrics = Metrics(load_settings({}))
-    metrics._extensions = {"gateway.stats": FakeStats(3, 4096)}
+    metrics.stats = FakeStats(3, 4096)
     found = samples(metrics.render()[0].decode())
     build = [ls for (n, ls) in found if n == "gateway_build_info"]
     assert len(build) == 1 and ("version", __version__) in build[0]
@@ -165,7 +165,7 @@ def test_cache_size_comes_from_the_stats(tmp_path: Path) -> None:
     settings = load_settings({})
     stats = GatewayStats(settings, None, FakeClock(), str(tmp_path), flush_interval=0)
     cache = ResponseCache(settings, None, stats=stats)
-    stats._extensions = {"gateway.cache": cache}
+    stats.cache = cache
     assert stats.cache_size() == (0, 0)
 
 

@@ -141,8 +141,8 @@ class FakeRegistry(dict):  # type: ignore[type-arg]
 
 def test_worst_breaker_state_of_live_workers(workers: tuple[GatewayStats, GatewayStats], clock: FakeClock) -> None:
     first, second = workers
-    first._extensions = {"gateway.breakers": FakeRegistry({SERVICE: FakeBreaker("CLOSED")})}
-    second._extensions = {"gateway.breakers": FakeRegistry({SERVICE: FakeBreaker("OPEN", clock())})}
+    first.breakers = FakeRegistry({SERVICE: FakeBreaker("CLOSED")})
+    second.breakers = FakeRegistry({SERVICE: FakeBreaker("OPEN", clock())})
     second.flush()
     b = first.breaker_stats()["services"][SERVICE]
     assert b["state"] == "OPEN" and b["opened_at"] == clock() and b["next_attempt_at"] == clock() + 30
@@ -157,10 +157,10 @@ def test_cache_snapshot_is_duck_typed(workers: tuple[GatewayStats, GatewayStats]
         def snapshot(self) -> dict[str, object]:
             return {"keys": 12, "memory_used_bytes": 3456}
 
-    stats._extensions = {"gateway.cache": Cache()}
+    stats.cache = Cache()
     c = stats.cache_stats()
     assert (c["keys"], c["memory_used_bytes"]) == (12, 3456)
-    other._extensions = {"gateway.cache": Cache()}
+    other.cache = Cache()
     other.flush()  # embedded mode: every worker has its own cache, the sizes add up
     c = stats.cache_stats()
     assert (c["keys"], c["memory_used_bytes"]) == (24, 6912)
@@ -170,6 +170,7 @@ def test_flusher_publishes_in_background(tmp_path: Path) -> None:
     settings = load_settings({})
     worker = GatewayStats(settings, None, run_dir=str(tmp_path), flush_interval=0.05)
     reader = GatewayStats(settings, None, run_dir=str(tmp_path), flush_interval=0)
+    worker.start()
     try:
         worker.record_request(SERVICE, "GET", 200, "MISS", 0.01, 0.01)
         import time
@@ -267,7 +268,7 @@ def test_rejects_held_by_a_worker_reach_the_shared_counts_at_its_next_flush(  # 
     settings = load_settings({"REDIS_URL": redis_server.url, "CB_RESET_TIMEOUT": "30"})
     links, writer, reader = two_instances(settings, redis_server.url, "gwheld:", tmp_path)
     registry = BreakerRegistry(settings, links[0], listeners=[writer])
-    writer._extensions = {"gateway.breakers": registry}  # as init_app does in a worker
+    writer.breakers = registry  # as build_gateway does in a worker
     breaker = registry[SERVICE]
     reading = BreakerRegistry(settings, links[1])
     try:

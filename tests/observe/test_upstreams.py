@@ -13,6 +13,7 @@ from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.http.targets import TargetSet
 from gateway.observe.health import HealthMonitor
+from gateway.observe.metrics import Metrics
 from gateway.observe.stats import GatewayStats
 from gateway.observe.target_health import LatestChecks
 from gateway.observe.upstreams import UpstreamEvents
@@ -26,10 +27,10 @@ SETTINGS = load_settings({}, {"services": {"menu": {
 
 def worker(tmp_path: Path, clock: FakeClock) -> tuple[GatewayStats, TargetSet]:
     """One worker's stats and its menu targets, told of each other as the app wires them."""
-    stats = GatewayStats(SETTINGS, None, clock, str(tmp_path), flush_interval=0)
+    stats = GatewayStats(SETTINGS, None, clock, str(tmp_path), flush_interval=0, metrics=Metrics(SETTINGS))
     targets = TargetSet(SETTINGS.services["menu"], [None, None], clock, random.Random(1),
                         listeners=[UpstreamEvents(stats)])
-    stats.init_app(SimpleNamespace(extensions={"gateway.upstream": SimpleNamespace(targets={"menu": targets})}))
+    stats.upstream = SimpleNamespace(targets={"menu": targets})
     return stats, targets
 
 
