@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.config.values import ConfigError, number, positive, service_url, unknown_key
 
@@ -154,7 +154,10 @@ def parse_outlier(setting: str, raw: Any) -> OutlierSettings | None:
     return OutlierSettings(consecutive_failures=failures, ejection_time=first, max_ejection_time=most)
 
 
-def apply_upstream(where: str, raw: Mapping[str, Any], service: Any) -> Any:
+Service = TypeVar("Service")  # a ServiceConfig (defined above this module)
+
+
+def apply_upstream(where: str, raw: Mapping[str, Any], service: Service) -> Service:
     """``service`` (a ServiceConfig) with the upstream keys of its ``GATEWAY_CONFIG`` entry ``raw`` applied."""
     if "urls" in raw and "url" in raw:
         raise _error(f"{where}.urls", "set either url (one target) or urls (several), not both")
@@ -173,4 +176,4 @@ def apply_upstream(where: str, raw: Mapping[str, Any], service: Any) -> Any:
         changes["retries"] = parse_retries(f"{where}.retries", raw["retries"])
     if "outlier_detection" in raw:
         changes["outlier"] = parse_outlier(f"{where}.outlier_detection", raw["outlier_detection"])
-    return replace(service, **changes) if changes else service
+    return replace(service, **changes) if changes else service  # type: ignore[type-var]

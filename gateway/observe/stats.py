@@ -8,12 +8,11 @@ answers ``/stats/*`` reads figures for every worker (and every instance) at most
 Decisions:
 
 * Files of workers that died are still read: their requests happened, so their window buckets count
-  until they age out and their cumulative breaker counters keep counting (a gunicorn worker restart
-  does not lose history). Only their breaker *state* is ignored once their file is a few seconds old.
+  until they age out and their cumulative counters keep counting (a worker restart loses no history);
+  only their breaker *state* is ignored once their file is a few seconds old.
 * Without Redis every worker has its own breaker; the state reported is the worst one among live
   workers (OPEN > HALF_OPEN > CLOSED), with that worker's ``opened_at``/``next_attempt_at``.
-* Redis unreachable: readers fall back to this instance's files and writers keep their deltas until
-  Redis is back; a read never fails.
+* Redis unreachable: readers fall back to this instance's files and writers keep their deltas; a read never fails.
 
 Here: the hooks, the flusher and the ``/stats/*`` answers. What a worker counts and keeps is
 ``stats_tally``, where snapshots go ``stats_share``, how a reader folds other workers' files
