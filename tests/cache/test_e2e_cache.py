@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from gateway.cache.tier import DEFAULT_BOUND as TIER_BOUND
+from tests.support.chaos import wait_for
 from tests.support.processes import GatewayProcess, SampleServices, start_gateway
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +97,9 @@ def test_redis_killed_then_restarted(pair: list[GatewayProcess], redis_server: A
     x_cache(first, "/restaurants/2")
     assert x_cache(first, "/restaurants/2") == "HIT"
     redis_server.kill()
+    # A worker may still answer from its own copy of the entry (kept at most TIER_BOUND) until its
+    # subscription notices Redis is gone; from then on every answer bypasses the cache.
+    assert wait_for(lambda: x_cache(first, "/restaurants/2") == "BYPASS", 2 * TIER_BOUND + 1)
     assert [x_cache(first, "/restaurants/2") for _ in range(4)] == ["BYPASS"] * 4
     redis_server.start()
     deadline = time.monotonic() + 5
