@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only 1,3] [--cache embedded|redis|both]``: run the suite, print the table."""
+"""``python -m bench [--quick] [--only 1,3] [--cache embedded|redis|cluster|both|all]``: run it, print the table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.suite import CASES, Options, run
+from bench.suite import CASES, MODES, Options, run
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -17,8 +17,9 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
     parser.add_argument("--seconds", type=int, default=3, help="seconds per wrk run, whole (default 3)")
     parser.add_argument("--only", default="", help=f"comma-separated case numbers among {','.join(CASES)}")
-    parser.add_argument("--cache", choices=("embedded", "redis", "both"), default="both",
-                        help="which gateway cache mode(s) to run (default both)")
+    parser.add_argument("--cache", choices=(*MODES, "both", "all"), default="all",
+                        help="which gateway cache mode(s) to run: both is embedded and redis, all adds the "
+                        "Redis Cluster (its cases: hit, miss, open circuit) (default all)")
     parser.add_argument("--worker-class", help="gunicorn worker class for the gateway and the bare app "
                         "(GUNICORN_WORKER_CLASS; default: what gunicorn.conf.py picks)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and print where")
@@ -33,7 +34,7 @@ def parse_args(argv: list[str]) -> Options:
         parser.error("--rounds and --seconds must be at least 1")
     return Options(
         rounds=1 if args.quick else args.rounds, seconds=1 if args.quick else args.seconds, only=only,
-        modes=("embedded", "redis") if args.cache == "both" else (args.cache,), keep_logs=args.keep_logs,
+        modes={"both": ("embedded", "redis"), "all": MODES}.get(args.cache, (args.cache,)), keep_logs=args.keep_logs,
         strict=args.strict, results_dir=args.results_dir, worker_class=args.worker_class,
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cases, cases_cache, peer, wrk
+from bench.cluster import running_cluster
 from bench.report import Row, markdown, write_json
 from bench.servers import Server, StartError, bare_server, gateway_server, redis_server, running, upstream_server
 
@@ -34,6 +35,9 @@ CASES: dict[str, tuple[list[Case], bool]] = {
 }
 # The open-circuit case runs last: a forced state that some worker fails to drop must not spoil the others.
 RUN_ORDER = ("1", "9", "2", "8", "3", "5", "6", "7", "4")
+# On a Redis Cluster, beside one Redis: cache hits, misses and an open circuit.
+CLUSTER_CASES = ("1", "2", "3", "4")
+MODES = ("embedded", "redis", "cluster")
 WORKERS = 2
 ADMIN_TOKEN = "bench-admin-token"
 REQUEST_LOG = "INFO JSON lines to a file"
@@ -46,7 +50,7 @@ class Options:
     rounds: int = 3
     seconds: int = 3
     only: Sequence[str] = tuple(CASES)
-    modes: Sequence[str] = ("embedded", "redis")
+    modes: Sequence[str] = MODES
     keep_logs: bool = False
     strict: bool = False
     results_dir: Path | None = None
@@ -120,6 +124,8 @@ def run_mode(bench: cases.Bench, mode: str, env: dict[str, str], selected: Seque
                 functions, both = CASES[number]
                 if not both and mode != bench_first_mode(context):
                     continue
+                if mode == "cluster" and number not in CLUSTER_CASES:
+                    continue
                 for function in functions:
                     say(f"case {number} ({mode}): {function.__doc__.splitlines()[0] if function.__doc__ else ''}")
                     try:
@@ -182,6 +188,7 @@ def run(options: Options) -> int:
                 say(f"seed peer (Node): skipped: {skipped}")
             needs_redis = "redis" in options.modes or folder is not None
             redis = stack.enter_context(running(redis_server(work_dir), None)) if needs_redis else None
+            cluster_nodes = stack.enter_context(running_cluster(work_dir)) if "cluster" in options.modes else None
             bench = cases.Bench(options.rounds, options.seconds, work_dir, upstream, bare, ADMIN_TOKEN, WORKERS, say)
             if folder is not None and redis is not None:
                 seed = peer.peer_server(folder, work_dir, upstream.url, f"redis://127.0.0.1:{redis.port}", WORKERS)
@@ -193,6 +200,8 @@ def run(options: Options) -> int:
                 env = {**server_env, "GATEWAY_CONFIG": str(config), "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "INFO"}
                 if mode == "redis" and redis is not None:
                     env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+                if mode == "cluster" and cluster_nodes is not None:
+                    env["REDIS_CLUSTER_NODES"] = cluster_nodes
                 rows += run_mode(bench, mode, env, selected, context)
             context["bare_worker_class"] = bare.worker_class()
     except StartError as exc:

@@ -40,8 +40,7 @@ def build_gateway(settings: Settings, *, clock: Clock = system_clock, run_dir: s
     directory of their own (else the instance's ``GATEWAY_RUN_DIR``, or a private one).
     """
     access = AccessLog(configure_logging(settings.log_level, settings.log_format))
-    link = (RedisLink(settings.redis_url, settings.redis_key_prefix, sentinel=settings.redis_sentinel)
-            if settings.redis_url or settings.redis_sentinel else None)
+    link = RedisLink.from_settings(settings)
     instance_dir = settings.run_dir
     run_dir = run_dir or instance_dir or private_run_dir()
     # Several workers without Redis: invalidations and forced breaker states travel between them.

@@ -1,4 +1,5 @@
-"""Fixtures that run real servers on free ports: redis-server, the sample services and the gateway.
+"""Fixtures that run real servers on free ports: redis-server (alone, as a Sentinel set, as a cluster), the sample
+services and the gateway.
 
 Their processes are stopped at the end of the fixture's scope even when a test
 fails, and a failed test's report carries the tail of their logs.
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cluster import ClusterSet, start_cluster
 from tests.support.processes import (
     GatewayProcess,
     RedisServer,
@@ -21,6 +23,8 @@ from tests.support.processes import (
     start_redis,
     start_samples,
 )
+from tests.support.sentinel import SentinelSet, start_sentinel_set
+from tests.support.topology import TOPOLOGIES, SharedRedis
 
 
 @pytest.hookimpl(wrapper=True)
@@ -48,6 +52,33 @@ def redis_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     """A throwaway redis-server shared by the whole session: use distinct key prefixes, never kill it."""
     with start_redis(tmp_path_factory.mktemp("redis-session")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sentinel_set_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """One primary, one replica and three sentinels shared by the session: distinct key prefixes, no failovers."""
+    with start_sentinel_set(tmp_path_factory.mktemp("sentinel-session")) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="session")
+def cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
+    """A Redis Cluster (three primaries, a replica each, a password) shared by the session: distinct key
+    prefixes, never failed over."""
+    with start_cluster(tmp_path_factory.mktemp("cluster-session"), password="cluster-secret") as topology:
+        yield topology
+
+
+@pytest.fixture(params=TOPOLOGIES)
+def shared_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedRedis]:
+    """The test once on each form of Redis: a redis-server of its own, the session's Sentinel set, its cluster."""
+    if request.param == "single":
+        with start_redis(tmp_path / "redis") as server:
+            yield SharedRedis.single(server)
+    elif request.param == "sentinel":
+        yield SharedRedis.sentinel(request.getfixturevalue("sentinel_set_session"))
+    else:
+        yield SharedRedis.cluster(request.getfixturevalue("cluster_session"))
 
 
 class RedisFactory:

@@ -3,8 +3,8 @@
 -- KEYS.state              the breaker's state hash
 -- KEYS.totals             successes, failures, timeouts, rejects since start or reset
 -- KEYS.lat                latency samples, "bucket:ms", newest first
+-- KEYS.window           the rolling window: one hash of its buckets' counts
 -- ARGV.now                the scripts' clock ('' for Redis's TIME; tests drive it)
--- ARGV.window_prefix      the window's bucket keys are this plus the bucket number
 -- ARGV.bucket_width       seconds per bucket
 -- ARGV.buckets            buckets in the window
 -- ARGV.window_ttl_ms      how long a bucket outlives the window
@@ -32,7 +32,7 @@ local st = load(KEY.state, now)
 redis.call('PEXPIRE', KEY.state, ARG.state_ttl_ms)
 if late then
   if st.state == 'HALF_OPEN' and ARG.generation == token(st) then
-    if outcome == 's' then close_circuit(KEY.state, st, ARG.window_prefix, idx, n, KEY.lat)
+    if outcome == 's' then close_circuit(KEY.state, st, KEY.window, KEY.lat)
     else open_circuit(KEY.state, st, now, ARG.reset_timeout) end
   end
   return {'stale', '', tostring(now)}
@@ -42,25 +42,24 @@ else redis.call('HINCRBY', KEY.totals, 'failures', 1) end
 if outcome == 't' then redis.call('HINCRBY', KEY.totals, 'timeouts', 1) end
 redis.call('PEXPIRE', KEY.totals, ARG.state_ttl_ms)
 if ARG.generation ~= token(st) then return {'', '', tostring(now)} end
-local bucket = ARG.window_prefix .. idx
-redis.call('HINCRBY', bucket, 'c', 1)
-if outcome ~= 's' then redis.call('HINCRBY', bucket, 'f', 1) end
-if outcome == 't' then redis.call('HINCRBY', bucket, 't', 1) end
-redis.call('HINCRBYFLOAT', bucket, 's', ARG.latency_ms)
-redis.call('PEXPIRE', bucket, ARG.window_ttl_ms)
+local b = bucket(KEY.window, idx, n, ARG.window_ttl_ms)
+redis.call('HINCRBY', KEY.window, b .. 'c', 1)
+if outcome ~= 's' then redis.call('HINCRBY', KEY.window, b .. 'f', 1) end
+if outcome == 't' then redis.call('HINCRBY', KEY.window, b .. 't', 1) end
+redis.call('HINCRBYFLOAT', KEY.window, b .. 's', ARG.latency_ms)
 redis.call('LPUSH', KEY.lat, idx .. ':' .. ARG.latency_ms)
 redis.call('LTRIM', KEY.lat, 0, tonumber(ARG.latency_samples) - 1)
 redis.call('PEXPIRE', KEY.lat, ARG.window_ttl_ms)
 if st.state == 'CLOSED' then
   -- the rule of gateway.breaker.rules.should_open
-  local c, f = window(ARG.window_prefix, idx, n)
+  local c, f = window(KEY.window, idx, n)
   if c >= tonumber(ARG.volume_threshold) and c > 0 and f * 100 / c > tonumber(ARG.error_threshold) then
     open_circuit(KEY.state, st, now, ARG.reset_timeout)
     return {'CLOSED', 'OPEN', tostring(now)}
   end
 elseif st.state == 'HALF_OPEN' and ARG.probe == '1' then
   if outcome == 's' then
-    close_circuit(KEY.state, st, ARG.window_prefix, idx, n, KEY.lat)
+    close_circuit(KEY.state, st, KEY.window, KEY.lat)
     return {'HALF_OPEN', 'CLOSED', tostring(now)}
   end
   open_circuit(KEY.state, st, now, ARG.reset_timeout)

@@ -3,8 +3,8 @@
 -- KEYS.state              the breaker's state hash
 -- KEYS.totals             successes, failures, timeouts, rejects since start or reset
 -- KEYS.lat                latency samples, "bucket:ms", newest first
+-- KEYS.window           the rolling window: one hash of its buckets' counts
 -- ARGV.now                the scripts' clock ('' for Redis's TIME; tests drive it)
--- ARGV.window_prefix      the window's bucket keys are this plus the bucket number
 -- ARGV.bucket_width       seconds per bucket
 -- ARGV.buckets            buckets in the window
 -- ARGV.window_ttl_ms      how long a bucket outlives the window
@@ -35,15 +35,14 @@ local old, new = '', ''
 redis.call('PEXPIRE', KEY.state, ARG.state_ttl_ms)
 local held = tonumber(ARG.held_rejects) or 0
 if held > 0 then
-  add_rejects(KEY.totals, ARG.window_prefix, ARG.bucket_width, now, held, ARG.window_ttl_ms, ARG.state_ttl_ms)
+  add_rejects(KEY.totals, KEY.window, ARG.bucket_width, ARG.buckets, now, held, ARG.window_ttl_ms, ARG.state_ttl_ms)
 end
 local proven = tonumber(ARG.proven)
 if proven and st.forced ~= '1' and (st.state == 'OPEN' or st.state == 'HALF_OPEN')
    and proven > (tonumber(st.opened_at) or 0) then
   -- the service answered this process's own calls since the circuit opened: as good as a probe
   old, new = st.state, 'CLOSED'
-  close_circuit(KEY.state, st, ARG.window_prefix, math.floor(now / tonumber(ARG.bucket_width)),
-                tonumber(ARG.buckets), KEY.lat)
+  close_circuit(KEY.state, st, KEY.window, KEY.lat)
 end
 if st.state == 'OPEN' and st.forced ~= '1' and st.next_at ~= '' and now >= tonumber(st.next_at) then
   old, new = 'OPEN', 'HALF_OPEN'
@@ -65,5 +64,5 @@ elseif st.state == 'OPEN' then
   hold = tostring(tonumber(st.next_at) - now)
 end
 if retry < 1 then retry = 1 end
-add_rejects(KEY.totals, ARG.window_prefix, ARG.bucket_width, now, 1, ARG.window_ttl_ms, ARG.state_ttl_ms)
+add_rejects(KEY.totals, KEY.window, ARG.bucket_width, ARG.buckets, now, 1, ARG.window_ttl_ms, ARG.state_ttl_ms)
 return {'reject', token(st), retry, old, new, hold, tostring(now)}

@@ -3,10 +3,8 @@
 -- KEYS.state              the breaker's state hash
 -- KEYS.totals             successes, failures, timeouts, rejects since start or reset
 -- KEYS.lat                latency samples, "bucket:ms", newest first
+-- KEYS.window           the rolling window: one hash of its buckets' counts
 -- ARGV.now                the scripts' clock ('' for Redis's TIME; tests drive it)
--- ARGV.window_prefix      the window's bucket keys are this plus the bucket number
--- ARGV.bucket_width       seconds per bucket
--- ARGV.buckets            buckets in the window
 -- ARGV.state_ttl_ms       an idle breaker is forgotten after this
 -- ARGV.action             open, close or reset
 --
@@ -21,7 +19,7 @@ if ARG.action == 'open' then
 else
   bump(KEY.state, st, 'CLOSED')
   redis.call('HSET', KEY.state, 'forced', '', 'opened_at', '', 'next_at', '')
-  clear_window(ARG.window_prefix, math.floor(now / tonumber(ARG.bucket_width)), tonumber(ARG.buckets), KEY.lat)
+  clear_window(KEY.window, KEY.lat)
   if ARG.action == 'reset' then redis.call('DEL', KEY.totals) end
 end
 redis.call('PEXPIRE', KEY.state, ARG.state_ttl_ms)

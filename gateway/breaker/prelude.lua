@@ -1,23 +1,40 @@
 -- Functions every breaker script shares (the runner puts them after the script's KEY and ARG tables).
 -- State hash fields: state, gen, born, opened_at, next_at, forced, lease, lease_by.
+-- Window hash fields: <bucket>:c, :f, :t, :r, :s (calls, failures, timeouts, rejects, latency sum ms)
+-- of the window's buckets, and last (the newest bucket written). One hash passed in KEYS, never a key
+-- built here: on a Redis Cluster every key a script touches is one it declares.
 
 local function clock(override)
   if override ~= '' then return tonumber(override) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local function window(prefix, idx, n)
+local function window(w, idx, n)
   local c, f, t, r, s = 0, 0, 0, 0, 0
   for i = idx - n + 1, idx do
-    local v = redis.call('HMGET', prefix .. i, 'c', 'f', 't', 'r', 's')
+    local v = redis.call('HMGET', w, i .. ':c', i .. ':f', i .. ':t', i .. ':r', i .. ':s')
     c = c + (tonumber(v[1]) or 0); f = f + (tonumber(v[2]) or 0); t = t + (tonumber(v[3]) or 0)
     r = r + (tonumber(v[4]) or 0); s = s + (tonumber(v[5]) or 0)
   end
   return c, f, t, r, s
 end
-local function clear_window(prefix, idx, n, lat)
-  for i = idx - n + 1, idx do redis.call('DEL', prefix .. i) end
-  redis.call('DEL', lat)
+-- The field prefix of bucket idx in the window hash w; the first write to a newer bucket deletes the
+-- buckets that left the window (those kept are never older than 'last' - n + 1).
+local function bucket(w, idx, n, window_ttl)
+  local last = tonumber(redis.call('HGET', w, 'last'))
+  if not last or idx > last then
+    if last then
+      for i = last - n + 1, math.min(last, idx - n) do
+        redis.call('HDEL', w, i .. ':c', i .. ':f', i .. ':t', i .. ':r', i .. ':s')
+      end
+    end
+    redis.call('HSET', w, 'last', idx)
+  end
+  redis.call('PEXPIRE', w, window_ttl)
+  return idx .. ':'
+end
+local function clear_window(w, lat)
+  redis.call('DEL', w, lat)
 end
 local function load(key, now)
   local s = redis.call('HMGET', key, 'state', 'gen', 'opened_at', 'next_at', 'forced', 'lease', 'born', 'lease_by')
@@ -41,19 +58,17 @@ local function bump(key, st, state)
   st.state = state
   redis.call('HSET', key, 'state', state, 'gen', st.gen, 'lease', '')
 end
-local function close_circuit(key, st, prefix, idx, n, lat)
+local function close_circuit(key, st, w, lat)
   bump(key, st, 'CLOSED')
   redis.call('HSET', key, 'opened_at', '', 'next_at', '', 'forced', '')
-  clear_window(prefix, idx, n, lat)
+  clear_window(w, lat)
 end
 local function open_circuit(key, st, now, reset)
   bump(key, st, 'OPEN')
   redis.call('HSET', key, 'opened_at', tostring(now), 'next_at', tostring(now + tonumber(reset)))
 end
-local function add_rejects(totals, prefix, width, now, count, window_ttl, state_ttl)
+local function add_rejects(totals, w, width, n, now, count, window_ttl, state_ttl)
   redis.call('HINCRBY', totals, 'rejects', count)
   redis.call('PEXPIRE', totals, state_ttl)
-  local bucket = prefix .. math.floor(now / tonumber(width))
-  redis.call('HINCRBY', bucket, 'r', count)
-  redis.call('PEXPIRE', bucket, window_ttl)
+  redis.call('HINCRBY', w, bucket(w, math.floor(now / tonumber(width)), tonumber(n), window_ttl) .. 'r', count)
 end

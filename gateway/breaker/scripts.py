@@ -11,7 +11,8 @@ takes the values from Python as mappings by the same names. Nobody counts positi
 that reads a name it does not declare, or declares one it never reads, does not load.
 
 Every key of one service's breaker is made by :func:`breaker_keys`, under one hash tag ``{name}``,
-so a script's keys (its window's bucket keys too) always share one cluster slot.
+so a script's keys always share one cluster slot; and a script touches no key but those it declares
+(the rolling window is one hash, never keys built in Lua), as a Redis Cluster requires.
 """
 
 from __future__ import annotations
@@ -40,18 +41,18 @@ class BreakerKeys:
     state: str
     totals: str
     lat: str
-    window_prefix: str  # a bucket of the rolling window is this plus its number
+    window: str  # the rolling window: one hash, fields <bucket>:c, :f, :t, :r, :s and last
 
     def by_name(self) -> dict[str, str]:
         """The keys a script may declare (``KEYS.state``...), by name."""
-        return {"state": self.state, "totals": self.totals, "lat": self.lat}
+        return {"state": self.state, "totals": self.totals, "lat": self.lat, "window": self.window}
 
 
 def breaker_keys(link: RedisLink, service: str) -> BreakerKeys:
     """Every key of ``service``'s breaker: ``<prefix>cb:{service}:...``, one hash slot."""
     tag = "{" + service + "}"
     return BreakerKeys(state=link.key("cb", tag, "state"), totals=link.key("cb", tag, "totals"),
-                       lat=link.key("cb", tag, "lat"), window_prefix=link.key("cb", tag, "w") + ":")
+                       lat=link.key("cb", tag, "lat"), window=link.key("cb", tag, "w"))
 
 
 def forced_channel(link: RedisLink) -> str:

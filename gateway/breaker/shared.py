@@ -3,12 +3,14 @@
 Each decision is one atomic Lua script (one EVALSHA; the ``.lua`` files beside this module, run by
 ``gateway.breaker.scripts``) against Redis's own clock, so two gateway processes see one breaker per
 service and exactly one probe goes through gateway-wide. Keys (made by ``scripts.breaker_keys``), all
-with a TTL refreshed while in use (``{name}`` is a hash tag keeping a service's keys in one cluster slot)::
+with a TTL refreshed while in use (``{name}`` is a hash tag keeping a service's keys in one cluster slot;
+every key a script touches is one of its KEYS)::
 
-    <prefix>cb:{name}:state      hash  state, gen, born, opened_at, next_at, forced, lease, lease_by
-    <prefix>cb:{name}:totals     hash  successes, failures, timeouts, rejects (since start or reset)
-    <prefix>cb:{name}:lat        list  "bucket:ms" latency samples, newest first, capped
-    <prefix>cb:{name}:w:<bucket> hash  c, f, t, r, s (calls, failures, timeouts, rejects, latency sum ms)
+    <prefix>cb:{name}:state   hash  state, gen, born, opened_at, next_at, forced, lease, lease_by
+    <prefix>cb:{name}:totals  hash  successes, failures, timeouts, rejects (since start or reset)
+    <prefix>cb:{name}:lat     list  "bucket:ms" latency samples, newest first, capped
+    <prefix>cb:{name}:w       hash  <bucket>:c, :f, :t, :r, :s (calls, failures, timeouts, rejects, latency
+                                    sum ms) of the window's buckets, and last (the newest bucket written)
 
 When Redis cannot be reached the breaker falls back to its in-process twin (same rules) and returns
 to Redis by itself once the link is up again. A ticket handed back to the store that did not issue it
@@ -100,13 +102,12 @@ class SharedBreaker(BreakerCalls):
         self._link = link
         self._scripts = scripts
         self._now = now  # tests only: replaces Redis's TIME
-        keys = breaker_keys(link, service.name)
-        self._keys = keys.by_name()
+        self._keys = breaker_keys(link, service.name).by_name()
         width, count = bucket_layout(self.settings.rolling_window)
         # What every call of a script may read, by name: each breaker setting (ARGV.reset_timeout...)
         # and how its window and keys are laid out.
         self._standing: dict[str, LuaValue] = {
-            **asdict(self.settings), "window_prefix": keys.window_prefix, "bucket_width": width, "buckets": count,
+            **asdict(self.settings), "bucket_width": width, "buckets": count,
             "window_ttl_ms": int((self.settings.rolling_window + width) * 1000) + 1000,
             "state_ttl_ms": STATE_TTL_MS, "lease_seconds": self._lease_seconds, "latency_samples": LATENCY_SAMPLES,
         }

@@ -3,8 +3,8 @@
 -- KEYS.state              the breaker's state hash
 -- KEYS.totals             successes, failures, timeouts, rejects since start or reset
 -- KEYS.lat                latency samples, "bucket:ms", newest first
+-- KEYS.window           the rolling window: one hash of its buckets' counts
 -- ARGV.now                the scripts' clock ('' for Redis's TIME; tests drive it)
--- ARGV.window_prefix      the window's bucket keys are this plus the bucket number
 -- ARGV.bucket_width       seconds per bucket
 -- ARGV.buckets            buckets in the window
 --
@@ -18,7 +18,7 @@ if state == 'OPEN' and s[4] ~= '1' and (s[3] or '') ~= '' and now >= tonumber(s[
 local tot = redis.call('HMGET', KEY.totals, 'successes', 'failures', 'timeouts', 'rejects')
 local n = tonumber(ARG.buckets)
 local idx = math.floor(now / tonumber(ARG.bucket_width))
-local c, f, t, r, sum = window(ARG.window_prefix, idx, n)
+local c, f, t, r, sum = window(KEY.window, idx, n)
 local reply = {tostring(now), state, s[2] or '', s[3] or '', s[4] or '',
                tot[1] or '0', tot[2] or '0', tot[3] or '0', tot[4] or '0',
                tostring(c), tostring(f), tostring(t), tostring(r), tostring(sum)}

@@ -28,6 +28,7 @@ from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
 from gateway.messages import Headers, ProxyCall
 from gateway.redis.link import RedisLink, StoreUnavailable
+from gateway.redis.slots import TAG_LENGTH, hash_tag
 from gateway.share.bus import InstanceBus
 
 log = logging.getLogger("gateway.cache")
@@ -104,13 +105,24 @@ class ResponseCache:
 
     # -- lookup, save, invalidate ---------------------------------------------------------------
 
+    # Every key of a path starts with the path's hash tag: on a Redis Cluster its entries, its index
+    # and its locks share a slot (one script reaches them together), and paths spread over the slots.
+
     def _shared_key(self, call: ProxyCall) -> str:
         request = (call.host.lower(), call.service.name, call.path, call.query)
         shared = self._shared_keys.get(request)
         if shared is None:
-            shared = keys.shared_key(call)
+            shared = hash_tag(call.path) + keys.shared_key(call)
             _remember(self._shared_keys, request, shared)
         return shared
+
+    def _personal_key(self, call: ProxyCall) -> str:
+        return self._shared_key(call)[:TAG_LENGTH + 2] + keys.personal_key(call)
+
+    def _lookup_keys(self, call: ProxyCall) -> list[tuple[str, bool]]:
+        """``keys.lookup_keys``, a personal key tagged as the shared one is."""
+        return [(self._personal_key(call) if personal else key, personal)
+                for key, personal in keys.lookup_keys(call, self._shared_key(call))]
 
     def lookup(self, call: ProxyCall, *, partial: bool = False, direct: bool = False,
                read: tuple[str, list[bytes]] | None = None) -> Found | None:
@@ -120,7 +132,7 @@ class ResponseCache:
         ``read`` is one key's variants already read from the store (with the coalescing lock).
         """
         credentials = keys.has_credentials(call.headers)
-        for key, personal in keys.lookup_keys(call, self._shared_key(call)):
+        for key, personal in self._lookup_keys(call):
             if partial:
                 key = keys.partial_key(key)
             blobs = read[1] if read is not None and read[0] == key else self.store.get_variants(key, direct)
@@ -157,7 +169,7 @@ class ResponseCache:
         if key is None:
             if not ranges.holds_its_range(entry.status, entry.headers, len(entry.body)):
                 return False
-            key = keys.key_for_status(keys.personal_key(call) if entry.personal else self._shared_key(call),
+            key = keys.key_for_status(self._personal_key(call) if entry.personal else self._shared_key(call),
                                       entry.status)
         ttl = entry.kept_for(self.settings.cache_stale_grace)
         if ttl <= 0:
@@ -180,7 +192,7 @@ class ResponseCache:
         A waiter that meets a fresh answer reuses it (counted as ``coalesced``); one that does not goes
         upstream too, leading nothing. Raises StoreUnavailable only when the store fails mid-wait.
         """
-        name = keys.lookup_keys(call, self._shared_key(call))[0][0]
+        name = self._lookup_keys(call)[0][0]
         timeout = call.service.timeout
         event = self._inflight.join(name)
         if event is not None:

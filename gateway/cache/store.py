@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.cache.lua import LuaScript
 from gateway.clock import Clock, system_clock
 from gateway.redis.link import RedisLink, StoreUnavailable
+from gateway.redis.slots import ANY_TAG, hash_tag
 
 __all__ = ["MemoryStore", "RedisStore", "StoreUnavailable"]
 
@@ -149,8 +149,6 @@ LOCK_AND_READ = LuaScript.beside(__file__, "lock_and_read")
 DROP = LuaScript.beside(__file__, "drop")
 RELEASE = LuaScript.beside(__file__, "release")
 
-SCAN_COUNT = 500
-
 
 def _glob_escape(text: str) -> str:
     """Escape Redis MATCH pattern characters so a path is matched literally."""
@@ -158,7 +156,12 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisNames:
-    """Every Redis key and channel the cache uses, built here and nowhere else."""
+    """Every Redis key and channel the cache uses, built here and nowhere else.
+
+    Every key of one path carries the path's hash tag (``gateway.redis.slots``): an entry's key starts
+    with it (``policy.keys``), and so do its path index's and its locks', so each script call reaches
+    keys of one cluster slot.
+    """
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
@@ -168,8 +171,13 @@ class RedisNames:
         return self.link.key("cache", "e", key)
 
     def group(self, group: str) -> str:
-        """The set of entry keys indexed under the path ``group``."""
-        return self.link.key("cache", "p", group)
+        """The set of entry keys indexed under the path ``group`` (the path's hash tag, then the path)."""
+        return self.link.key("cache", "p", hash_tag(group) + group)
+
+    @property
+    def group_head(self) -> str:
+        """What every path index's key starts with, before the path's hash tag."""
+        return self.link.key("cache", "p", "")
 
     def lock(self, name: str) -> str:
         """The cross-process coalescing lock ``name``."""
@@ -211,7 +219,7 @@ class RedisStore:
         ``announce`` (channel, message) is published and ``release`` (lock name, token) released by
         the same script, at no extra round trip.
         """
-        lock, token = release or ("", "")
+        lock, token = release or (key, "")  # no release: the script does not touch the lock, named in the same slot
         channel, message = announce or ("", b"")
         self.link.run(lambda c: self._put(
             c, entry=self.names.entry(key), group=self.names.group(group), lock=self.names.lock(lock),
@@ -221,23 +229,10 @@ class RedisStore:
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop every entry of the given paths; return how many keys went."""
-        if not groups:
-            return 0
-        indexes = [self.names.group(g) for g in groups]
-        return int(self.link.run(lambda c: self._drop(c, groups=indexes)))
-
-    def _scan(self, pattern: str) -> Iterator[list[str]]:
-        """Batches of keys matching ``pattern``: one SCAN step per Redis call, never KEYS."""
-        cursor = 0
-        while True:
-            at = cursor
-            step: tuple[int, list[bytes | str]] = self.link.run(
-                lambda c: c.scan(at, match=pattern, count=SCAN_COUNT))  # noqa: B023 (run calls it at once)
-            cursor, found = int(step[0]), step[1]
-            if found:
-                yield [k.decode() if isinstance(k, bytes) else str(k) for k in found]
-            if cursor == 0:
-                return
+        dropped = 0
+        for indexes in self.link.by_slot([self.names.group(g) for g in groups]):  # one call, or one per cluster slot
+            dropped += int(self.link.run(lambda c: self._drop(c, groups=indexes)))  # noqa: B023 (run calls it at once)
+        return dropped
 
     def purge(self, path: str | None = None, prefix: str | None = None) -> int:
         """Drop one path, a subtree, or (neither given) every cache key under the gateway's prefix."""
@@ -245,12 +240,12 @@ class RedisStore:
             return self.drop_groups([path])
         count = 0
         if prefix is not None:
-            head = self.names.group("")
-            for batch in self._scan(_glob_escape(head + prefix) + "*"):
-                count += self.drop_groups([k[len(head):] for k in batch])
+            head = self.names.group_head
+            for batch in self.link.scan(_glob_escape(head) + ANY_TAG + _glob_escape(prefix) + "*"):  # every primary
+                count += self.drop_groups([k[len(head) + len(ANY_TAG):] for k in batch])
             return count
         entry_head = self.names.entry("")
-        for batch in self._scan(_glob_escape(self.names.every_key) + "*"):
+        for batch in self.link.scan(_glob_escape(self.names.every_key) + "*"):
             count += sum(1 for k in batch if k.startswith(entry_head))
             self.link.run(lambda c: c.unlink(*batch))  # noqa: B023 (run calls it at once)
         return count
@@ -286,6 +281,5 @@ class RedisStore:
 
     def snapshot(self) -> dict[str, int]:
         """Cache entry keys (counted with SCAN) and the Redis server's memory in use."""
-        keys = sum(len(batch) for batch in self._scan(_glob_escape(self.names.entry("")) + "*"))
-        info = self.link.run(lambda c: c.info("memory"))
-        return {"keys": keys, "memory_used_bytes": int(info.get("used_memory", 0))}
+        keys = sum(len(batch) for batch in self.link.scan(_glob_escape(self.names.entry("")) + "*"))
+        return {"keys": keys, "memory_used_bytes": self.link.used_memory()}

@@ -27,12 +27,13 @@ from gateway.config.environment import (
     workers,
 )
 from gateway.config.file import Positions, locate, read_config_file
-from gateway.config.sentinel import RedisSentinel, read_sentinel
+from gateway.config.redis import RedisClusterNodes, RedisSentinel, read_redis
 from gateway.config.services import BUILTIN_SERVICES, BreakerSettings, HealthCheck, ServiceConfig, read_services
 from gateway.config.values import ConfigError, count, number, option, positive, read_options, text, unknown_key, whole
 
 __all__ = [
-    "BUILTIN_SERVICES", "BreakerSettings", "ConfigError", "HealthCheck", "RedisSentinel", "ServiceConfig",
+    "BUILTIN_SERVICES", "BreakerSettings", "ConfigError", "HealthCheck", "RedisClusterNodes", "RedisSentinel",
+    "ServiceConfig",
     "Settings", "load_settings", "unknown_key",
 ]
 
@@ -43,7 +44,8 @@ class Settings:
 
     config_file: str | None = option(None, text, env="GATEWAY_CONFIG")
     redis_url: str | None = option(None, redis_server_url, env="REDIS_URL")
-    redis_sentinel: RedisSentinel | None = None  # REDIS_SENTINELS and its companions (gateway.config.sentinel)
+    redis_sentinel: RedisSentinel | None = None  # REDIS_SENTINELS and its companions (gateway.config.redis)
+    redis_cluster: RedisClusterNodes | None = None  # REDIS_CLUSTER_NODES and its companions (gateway.config.redis)
     redis_key_prefix: str = option("gw:", text, env="REDIS_KEY_PREFIX")
     port: int = option(3000, tcp_port, env="PORT")
     bind: str = option("0.0.0.0", bind_address, env="BIND")  # all interfaces: containers and Procfile platforms
@@ -97,6 +99,11 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     template = ServiceConfig(name="", prefix="/", url="", cache_ttl=settings.cache_ttl, timeout=settings.cb_timeout,
                              breaker=settings.breaker)
     services = read_services(template, env, entries, lambda error, name: locate(error, name, positions, path))
+    if settings.redis_cluster is not None:
+        for name in services:
+            if "{" in name or "}" in name:
+                raise locate(ConfigError(f"GATEWAY_CONFIG services.{name}", "a service name has no { or } on a "
+                                         "Redis Cluster (it is its breaker keys' hash tag)"), name, positions, path)
     return replace(settings, services=services)
 
 
@@ -104,7 +111,8 @@ def _gateway_wide(env: Mapping[str, Any]) -> Settings:
     """Every option of :class:`Settings` and of :class:`BreakerSettings` (``CB_*``) that ``env`` sets."""
     values = read_options(Settings, env)
     values["breaker"] = BreakerSettings(**read_options(BreakerSettings, env))
-    values["redis_sentinel"] = read_sentinel(env)
-    if "web_concurrency" not in values and (values.get("redis_url") or values["redis_sentinel"]):
+    values["redis_sentinel"], values["redis_cluster"] = read_redis(env)
+    if "web_concurrency" not in values and (values.get("redis_url") or values["redis_sentinel"]
+                                            or values["redis_cluster"]):
         values["web_concurrency"] = 2  # the workers share the cache and breakers through Redis
     return Settings(**values)

@@ -344,7 +344,12 @@ class HealthMonitor:
             members = client.zrangebyscore(instances_key(link), now - ttl, "+inf")
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in members]
             ids = [i for i in ids if i != own]
-            return list(client.mget([instance_key(link, i) for i in ids])) if ids else []
+            # One GET per instance in a pipeline, not MGET: on a Redis Cluster the instances' keys
+            # are in different slots, and the pipeline sends each primary its own in one round trip.
+            pipe = client.pipeline(transaction=False)
+            for i in ids:
+                pipe.get(instance_key(link, i))
+            return list(pipe.execute()) if ids else []
 
         try:
             raws = link.run(run)

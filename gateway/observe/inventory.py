@@ -86,7 +86,8 @@ def describe_services(settings: Settings, health: HealthMonitor | None = None,
     return {
         "services": [describe_service(s, health, breakers) for s in settings.services.values()],
         "gateway": {
-            "redis": settings.redis_sentinel.describe() if settings.redis_sentinel else redact_url(settings.redis_url),
+            "redis": form.describe() if (form := settings.redis_sentinel or settings.redis_cluster)
+            else redact_url(settings.redis_url),
             "cache_stale_grace_s": settings.cache_stale_grace,
             "cache_max_object_bytes": settings.cache_max_object_bytes,
             "cache_max_entries": settings.cache_max_entries,

@@ -1,6 +1,7 @@
-"""The connection to Redis: one link (plain, Sentinel), and pub/sub subscriptions that survive reconnects.
+"""The connection to Redis: one link (plain, Sentinel or Cluster), and pub/sub subscriptions that survive reconnects.
 
-Owns: ``link`` (the client, its breaker-like back-off, ``StoreUnavailable``), ``subscription``.
+Owns: ``link`` (the client, its breaker-like back-off, ``StoreUnavailable``, what differs on a
+cluster), ``cluster`` (the Redis Cluster client), ``slots`` (hash tags), ``subscription``.
 
 May import: ``gateway.config``.
 """

@@ -4,26 +4,42 @@ A Redis that is down, slow or out of memory must never fail a request. Every eng
 Redis through :meth:`RedisLink.run`, which raises :class:`StoreUnavailable` at once while the link
 is in its skip period instead of waiting for a timeout on every request; after the skip period one
 caller tries again, so the gateway reconnects by itself.
+
+The link is one Redis (``REDIS_URL``), the master a Sentinel set names, or a Redis Cluster. The few
+things that differ on a cluster are here, so the engine parts read the same on all three: a SCAN
+visits every primary (:meth:`RedisLink.scan`), keys for one script call are grouped by slot
+(:meth:`RedisLink.by_slot`), memory is summed over the primaries, and a pub/sub listener may use any
+node (a cluster broadcasts every PUBLISH to all of them).
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from gateway.config.settings import RedisSentinel
+from gateway.config.redis import RedisClusterNodes, RedisSentinel
+from gateway.config.settings import Settings
+from gateway.redis.cluster import LazyCluster, cluster_client
 
 T = TypeVar("T")
 
 SOCKET_TIMEOUT = 0.25
 SKIP_SECONDS = 1.0
+SCAN_COUNT = 500
+# Errors of a call to Redis: redis-py's cluster client also raises RedisClusterException (not a
+# RedisError) when it cannot route a command, e.g. while its slot map is being reloaded.
+REDIS_ERRORS = (redis.RedisError, OSError, RedisClusterException)
 
 
 class StoreUnavailable(Exception):
@@ -46,20 +62,27 @@ class RedisLink:
     """A redis-py client sized for gevent, wrapped so failures are fast and contained."""
 
     def __init__(self, url: str | None, prefix: str = "gw:", *, sentinel: RedisSentinel | None = None,
-                 max_connections: int = 256, socket_timeout: float = SOCKET_TIMEOUT,
-                 skip_seconds: float = SKIP_SECONDS, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.url = url if sentinel is None else sentinel.describe()
+                 cluster: RedisClusterNodes | None = None, max_connections: int = 256,
+                 socket_timeout: float = SOCKET_TIMEOUT, skip_seconds: float = SKIP_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        form = sentinel or cluster
+        self.url = url if form is None else form.describe()
+        self.cluster = cluster is not None
         self.prefix = prefix
         self.socket_timeout = socket_timeout  # the longest a caller waits for one answer
         self.skip_seconds = skip_seconds
         self._monotonic = monotonic
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self.client: Any
+        if cluster is not None:
+            self.client = LazyCluster(lambda: cluster_client(cluster, max_connections, socket_timeout))
+            return
         if sentinel is not None:
             self.client = _sentinel_client(sentinel, max_connections, socket_timeout)
             return
         if url is None:
-            raise ValueError("RedisLink needs a url or a sentinel")
+            raise ValueError("RedisLink needs a url, a sentinel or a cluster")
         # A blocking pool: under gevent thousands of greenlets may want a connection at once, and
         # redis-py's default pool raises past its limit instead of waiting.
         pool = redis.BlockingConnectionPool.from_url(
@@ -72,6 +95,14 @@ class RedisLink:
             health_check_interval=0,
         )
         self.client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisLink | None:
+        """The link the settings describe (one Redis, Sentinel or a cluster), or None without Redis."""
+        if not (settings.redis_url or settings.redis_sentinel or settings.redis_cluster):
+            return None
+        return cls(settings.redis_url, settings.redis_key_prefix, sentinel=settings.redis_sentinel,
+                   cluster=settings.redis_cluster)
 
     def key(self, *parts: str) -> str:
         """Return a key under the gateway's prefix."""
@@ -91,7 +122,7 @@ class RedisLink:
         """Skip Redis for a short while."""
         self._down_until = self._monotonic() + self.skip_seconds
 
-    def run(self, operation: Callable[[redis.Redis], T], *, always: bool = False) -> T:
+    def run(self, operation: Callable[[Any], T], *, always: bool = False) -> T:
         """Run ``operation(client)``; raise :class:`StoreUnavailable` if Redis is skipped or fails.
 
         ``always`` tries even during the skip period: for the rare command that must be sent if at all
@@ -101,15 +132,18 @@ class RedisLink:
             raise StoreUnavailable("redis skipped after a recent failure")
         try:
             return operation(self.client)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.mark_down()
-            raise StoreUnavailable(str(exc)) from exc
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
     def ping(self) -> bool:
-        """Try Redis now (ignoring the skip period); return whether it answered."""
+        """Try Redis now (ignoring the skip period); return whether it answered (every primary, on a cluster)."""
         try:
-            self.client.ping()
-        except (redis.RedisError, OSError):
+            if self.cluster:
+                self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                self.client.ping()
+        except REDIS_ERRORS:
             self.mark_down()
             return False
         self._down_until = 0.0
@@ -117,7 +151,66 @@ class RedisLink:
 
     def close(self) -> None:
         """Drop pooled connections (after fork, or at shutdown)."""
+        if isinstance(self.client, LazyCluster):
+            if self.client.made is not None:
+                self.client.made.disconnect_connection_pools()
+            return
         self.client.connection_pool.disconnect()
+
+    # -- what differs on a cluster ---------------------------------------------------------------
+
+    def scan(self, pattern: str, count: int = SCAN_COUNT) -> Iterator[list[str]]:
+        """Batches of keys matching ``pattern``, on every primary of a cluster: one SCAN step per call, never KEYS.
+
+        Each step goes through :meth:`run`, so a Redis that fails halfway raises StoreUnavailable.
+        """
+        if not self.cluster:
+            yield from self._scan_node(pattern, count, None)
+            return
+        for node in self.run(lambda client: client.get_primaries()):
+            yield from self._scan_node(pattern, count, node)
+
+    def _scan_node(self, pattern: str, count: int, node: Any) -> Iterator[list[str]]:
+        target = {} if node is None else {"target_nodes": node}
+        cursor = 0
+        while True:
+            at = cursor
+            step: Any = self.run(lambda client: client.scan(at, match=pattern, count=count, **target))  # noqa: B023
+            found = step[1]
+            cursor = int(step[0] if node is None else next(iter(step[0].values()), 0))
+            if found:
+                yield [k.decode() if isinstance(k, bytes) else str(k) for k in found]
+            if cursor == 0:
+                return
+
+    def by_slot(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` in groups one script call may take: all at once off a cluster, one group per slot on it."""
+        if not self.cluster:
+            return [keys] if keys else []
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(key_slot(key.encode()), []).append(key)
+        return list(groups.values())
+
+    def used_memory(self) -> int:
+        """Bytes the Redis server uses (summed over the primaries of a cluster); raises StoreUnavailable."""
+        if not self.cluster:
+            return int(self.run(lambda client: client.info("memory")).get("used_memory", 0))
+        infos = self.run(lambda client: client.info("memory", target_nodes=RedisCluster.PRIMARIES))
+        if "used_memory" in infos:  # a cluster of one primary answers for itself
+            return int(infos["used_memory"])
+        return sum(int(info.get("used_memory", 0)) for info in infos.values())
+
+    def pubsub(self) -> Any:
+        """A new pub/sub connection; on a cluster, to any node, since every node hears every PUBLISH.
+
+        A node picked at random also keeps a dead primary from holding every listener back until the
+        slot map is reloaded: the next attempt most likely goes elsewhere.
+        """
+        if not self.cluster:
+            return self.client.pubsub()
+        client = self.client.connect()
+        return client.pubsub(node=random.choice(client.get_nodes()))
 
 
 def _sentinel_client(sentinel: RedisSentinel, max_connections: int, socket_timeout: float) -> redis.Redis:

@@ -68,7 +68,7 @@ class Subscription:
         while not self._stopped:
             pubsub: Any = None
             try:
-                pubsub = self.link.client.pubsub()
+                pubsub = self.link.pubsub()
                 pubsub.subscribe(self.channel)
                 self._await_confirmation(pubsub)
                 self.on_reset()

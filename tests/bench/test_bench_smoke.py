@@ -39,6 +39,8 @@ def test_command_line_quick_and_only() -> None:
     assert set(options.only) == {"1", "6"} and tuple(options.modes) == ("redis",)
     with pytest.raises(SystemExit):
         parse_args(["--only", "99"])
+    assert tuple(parse_args([]).modes) == ("embedded", "redis", "cluster")  # one Redis and a Redis Cluster
+    assert tuple(parse_args(["--cache", "both"]).modes) == ("embedded", "redis")
 
 
 def test_table_lists_rows_and_problems() -> None:

@@ -12,6 +12,7 @@ import requests
 
 from tests.support.chaos import wait_for
 from tests.support.processes import RedisServer, SampleServices, start_gateway
+from tests.support.topology import SharedRedis
 
 pytestmark = pytest.mark.e2e
 
@@ -71,8 +72,9 @@ def test_two_workers_share_one_breaker_through_redis(clean_samples: SampleServic
 
 
 def test_two_instances_see_one_breaker_and_let_one_probe_through(clean_samples: SampleServices,
-                                                                 redis_server: RedisServer, tmp_path: Path) -> None:
-    env = {**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", "REDIS_URL": redis_server.url,
+                                                                 shared_redis: SharedRedis, tmp_path: Path) -> None:
+    """On one redis-server, a Sentinel set and a Redis Cluster in turn."""
+    env = {**clean_samples.env(), "HEALTH_CHECK_INTERVAL": "0", **shared_redis.env(),
            "WEB_CONCURRENCY": "1", "CB_RESET_TIMEOUT": "0.5", "CB_TIMEOUT": "3"}
     with start_gateway(env, 1, log_dir=tmp_path / "a") as one, start_gateway(env, 1, log_dir=tmp_path / "b") as two:
         clean_samples.faults("tracking-service", error_rate=1.0, status=500)

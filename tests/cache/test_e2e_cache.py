@@ -1,4 +1,5 @@
-"""The cache through real gunicorn gateways sharing one Redis: coalescing, invalidation, purge, Redis failures."""
+"""The cache through real gunicorn gateways sharing one Redis (alone, Sentinel or a cluster): coalescing,
+invalidation, purge, Redis failures."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import http.client
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from gateway.cache.tier import DEFAULT_BOUND as TIER_BOUND
 from tests.support.chaos import wait_for
-from tests.support.processes import GatewayProcess, SampleServices, start_gateway
+from tests.support.processes import GatewayProcess, RedisServer, SampleServices, start_gateway
+from tests.support.topology import SharedRedis
 
 pytestmark = pytest.mark.e2e
 HOST = "gateway.test"  # one Host for every instance, so they share keys
@@ -36,14 +39,29 @@ def x_cache(gw: GatewayProcess, target: str) -> str | None:
     return headers.get("x-cache")
 
 
-@pytest.fixture
-def pair(clean_samples: SampleServices, redis_server: Any, tmp_path: Any) -> Iterator[list[GatewayProcess]]:
+@contextmanager
+def two_instances(samples: SampleServices, redis_env: dict[str, str], tmp_path: Any) -> Iterator[list[GatewayProcess]]:
     """Two gateway instances (2 workers each) on one Redis."""
-    env = {**clean_samples.env(), "REDIS_URL": redis_server.url, "HEALTH_CHECK_INTERVAL": "0",
-           "ADMIN_TOKEN": TOKEN, "CB_VOLUME_THRESHOLD": "1000"}
+    env = {**samples.env(), **redis_env, "HEALTH_CHECK_INTERVAL": "0", "ADMIN_TOKEN": TOKEN,
+           "CB_VOLUME_THRESHOLD": "1000"}
     with start_gateway(env, 2, log_dir=tmp_path / "a") as first, \
             start_gateway(env, 2, log_dir=tmp_path / "b") as second:
         yield [first, second]
+
+
+@pytest.fixture
+def pair(clean_samples: SampleServices, shared_redis: SharedRedis, tmp_path: Any) -> Iterator[list[GatewayProcess]]:
+    """Two instances on each form of Redis in turn."""
+    with two_instances(clean_samples, shared_redis.env(), tmp_path) as gateways:
+        yield gateways
+
+
+@pytest.fixture
+def pair_on_one_redis(clean_samples: SampleServices, redis_server: RedisServer,
+                      tmp_path: Any) -> Iterator[list[GatewayProcess]]:
+    """Two instances on a redis-server of the test's own (which it may kill)."""
+    with two_instances(clean_samples, {"REDIS_URL": redis_server.url}, tmp_path) as gateways:
+        yield gateways
 
 
 def test_concurrent_cold_gets_make_one_upstream_call(pair: list[GatewayProcess], clean_samples: SampleServices) -> None:
@@ -92,8 +110,8 @@ def test_invalidation_and_purge_reach_every_worker_and_instance(pair: list[Gatew
     assert x_cache(second, "/orders/3") == "HIT"
 
 
-def test_redis_killed_then_restarted(pair: list[GatewayProcess], redis_server: Any) -> None:
-    first = pair[0]
+def test_redis_killed_then_restarted(pair_on_one_redis: list[GatewayProcess], redis_server: Any) -> None:
+    first = pair_on_one_redis[0]
     x_cache(first, "/restaurants/2")
     assert x_cache(first, "/restaurants/2") == "HIT"
     redis_server.kill()

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway.redis.slots import hash_tag
 from tests.support.chaos import Answer, fetch, kinds, report
 from tests.support.processes import GatewayProcess, RedisServer, SampleServices, start_gateway
 
@@ -135,7 +136,7 @@ def test_forbidden_responses_are_never_stored(gateway: GatewayProcess, samples: 
     assert "HIT" not in labels and "STALE" not in labels, labels
     assert samples.stats("restaurant-service")["by_path"][upstream] == before + 4
     if gateway.redis is not None:  # type: ignore[attr-defined]
-        assert not gateway.redis.client().exists(f"{gateway.prefix}cache:p:{path}")  # type: ignore[attr-defined]
+        assert not gateway.redis.client().exists(f"{gateway.prefix}cache:p:{hash_tag(path)}{path}")  # type: ignore[attr-defined]
 
 
 class Planted:

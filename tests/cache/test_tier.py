@@ -13,6 +13,7 @@ from gateway.clock import FakeClock
 from gateway.config.settings import load_settings
 from gateway.errors import CircuitOpen
 from gateway.redis.link import RedisLink
+from gateway.redis.slots import hash_tag
 from tests.support.cache import Gateway, make_call, new_prefix, redis_cache
 
 
@@ -85,7 +86,7 @@ def test_a_store_by_another_worker_drops_the_copy_and_a_fork_has_its_own_origin(
     store = gw.cache.store
     gw.request()
     assert gw.request().cache == "HIT"
-    key = keys.shared_key(make_call())  # where an anonymous request's entry lives
+    key = hash_tag("/orders/1") + keys.shared_key(make_call())  # where an anonymous request's entry lives
     assert key in store._copies
     store._on_message(b"drop")  # not an announcement of a store: every copy goes
     assert not store._copies

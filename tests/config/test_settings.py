@@ -62,7 +62,7 @@ def test_gateway_config_yaml_overrides_and_adds(tmp_path) -> None:
 def test_every_setting_is_declared_once_or_read_by_hand() -> None:
     declared = {f.name: f.metadata.get("env") for f in dataclasses.fields(Settings)}
     by_hand = {name for name, env in declared.items() if env is None}
-    assert by_hand == {"redis_sentinel", "services", "breaker"}
+    assert by_hand == {"redis_sentinel", "redis_cluster", "services", "breaker"}
     names = [env for env in declared.values() if env]
     assert len(names) == len(set(names))
     assert load_settings({}) == dataclasses.replace(Settings(), services=load_settings({}).services)

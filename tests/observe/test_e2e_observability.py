@@ -74,8 +74,9 @@ def test_totals_cover_both_workers(gateway_factory, clean_samples) -> None:  # t
     assert len(pollers) == 1  # one poller per instance, not per worker
 
 
-def test_instances_sharing_redis_report_the_same_totals(gateway_factory, clean_samples, redis_server) -> None:  # type: ignore[no-untyped-def]
-    env = {**clean_samples.env(), "REDIS_URL": redis_server.url, "HEALTH_CHECK_INTERVAL": "0.5"}
+def test_instances_sharing_redis_report_the_same_totals(gateway_factory, clean_samples, shared_redis) -> None:  # type: ignore[no-untyped-def]
+    """On one redis-server, a Sentinel set and a Redis Cluster in turn: stats and health results merge."""
+    env = {**clean_samples.env(), **shared_redis.env(), "HEALTH_CHECK_INTERVAL": "0.5"}
     first = gateway_factory(env, workers=2)
     second = gateway_factory(env, workers=1)
     for i in range(30):

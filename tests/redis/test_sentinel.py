@@ -8,11 +8,8 @@ under load and counts every answer.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +17,24 @@ import redis
 
 from gateway.config.settings import ConfigError, RedisSentinel, load_settings
 from gateway.observe.inventory import describe_services
-from gateway.redis.link import BlockingSentinelConnectionPool, RedisLink, StoreUnavailable
+from gateway.redis.link import BlockingSentinelConnectionPool, RedisLink
 from tests.support.chaos import Answer, Load, fetch, kinds, report, wait_for
-from tests.support.processes import REPO_ROOT, GatewayProcess, SampleServices, start_gateway
+from tests.support.failover import (
+    RECOVERY_BOUND_S,
+    assert_cache_recovers,
+    assert_write_reaches_every_worker,
+    gateway_env,
+    new_order,
+    x_cache,
+)
+from tests.support.processes import GatewayProcess, SampleServices, start_gateway
 from tests.support.sentinel import SentinelSet, start_sentinel_set
+from tests.support.topology import assert_refused_but_open, gevent_burst
 
 TOKEN = "sentinel-admin-token"
 CACHED = ["/restaurants/1", "/restaurants/2", "/orders/1"]
 TARGETS = [*CACHED, "/tracking/_debug/status/200"]
 PROMOTION_BOUND_S = 15.0  # down-after 1 s, then election and promotion: about 2-4 s on loopback
-RECOVERY_BOUND_S = 5.0
-WRITE_BOUND_S = 2.0  # the promise is a second; the margin is for a busy machine
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -76,11 +80,10 @@ def test_bad_sentinel_settings_name_themselves(env: dict[str, str], setting: str
 
 # --- the link -------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    """One Sentinel set for the cases that do not fail it over (distinct key prefixes per case)."""
-    with start_sentinel_set(tmp_path_factory.mktemp("sentinel")) as topology:
-        yield topology
+@pytest.fixture
+def sentinel_set(sentinel_set_session: SentinelSet) -> SentinelSet:
+    """The session's Sentinel set, for the cases that do not fail it over (distinct key prefixes per case)."""
+    return sentinel_set_session
 
 
 def sentinel_link(topology: SentinelSet, prefix: str, **options: object) -> RedisLink:
@@ -104,16 +107,13 @@ def test_passwords_for_the_master_and_for_the_sentinels(tmp_path: Path) -> None:
         env = topology.env()
         assert env["REDIS_PASSWORD"] == "data-secret" and env["REDIS_SENTINEL_PASSWORD"] == "sentinel-secret"
         link = RedisLink(None, "gwsa:", sentinel=load_settings(env).redis_sentinel)
-        wrong = RedisLink(None, "gwsa:", sentinel=load_settings({**env, "REDIS_PASSWORD": "nope"}).redis_sentinel)
         try:
             link.run(lambda client: client.set(link.key("probe"), b"1", ex=30))
             assert topology.primary.client().get("gwsa:probe") == b"1"
-            assert not wrong.ping() and wrong.status == "down"  # refused: fail open, never raise
-            with pytest.raises(StoreUnavailable):
-                wrong.run(lambda client: client.get("gwsa:probe"))
         finally:
             link.close()
-            wrong.close()
+        wrong = load_settings({**env, "REDIS_PASSWORD": "nope"}).redis_sentinel
+        assert_refused_but_open(RedisLink(None, "gwsa:", sentinel=wrong))  # fail open, never raise
 
 
 def test_a_full_pool_makes_callers_wait_instead_of_failing(sentinel_set: SentinelSet) -> None:
@@ -135,65 +135,12 @@ def test_a_full_pool_makes_callers_wait_instead_of_failing(sentinel_set: Sentine
         link.close()
 
 
-GEVENT_BURST = """
-from gevent import monkey; monkey.patch_all()
-import sys, gevent
-from gateway.config.settings import load_settings
-from gateway.redis.link import RedisLink, StoreUnavailable
-settings = load_settings({"REDIS_SENTINELS": sys.argv[1], "REDIS_SENTINEL_MASTER": "mymaster"})
-link = RedisLink(None, "gwsg:", sentinel=settings.redis_sentinel, max_connections=4)
-failed = []
-def one():
-    try:
-        link.run(lambda client: client.ping())
-    except StoreUnavailable as exc:
-        failed.append(str(exc))
-gevent.joinall([gevent.spawn(one) for _ in range(200)])
-print(len(failed), failed[:1])
-"""
-
-
 def test_a_burst_of_greenlets_past_the_pool_size_all_get_redis(sentinel_set: SentinelSet) -> None:
     """Under gevent, 200 greenlets on 4 connections: all wait their turn (the plain Sentinel pool fails 196)."""
-    done = subprocess.run([sys.executable, "-c", GEVENT_BURST, sentinel_set.addresses], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0 []", done.stdout
+    assert gevent_burst({**sentinel_set.env(), "REDIS_KEY_PREFIX": "gwsg:"}) == "0 []"
 
 
 # --- end to end -----------------------------------------------------------------------------------
-
-def gateway_env(samples: SampleServices, topology: SentinelSet, prefix: str) -> dict[str, str]:
-    return {**samples.env(), **topology.env(), "REDIS_KEY_PREFIX": prefix, "HEALTH_CHECK_INTERVAL": "0",
-            "ADMIN_TOKEN": TOKEN, "CB_RESET_TIMEOUT": "30"}
-
-
-def x_cache(gw: GatewayProcess, target: str) -> str | None:
-    answer = fetch(gw.port, target)
-    assert answer.status == 200, (target, answer.status, answer.body[:200])
-    return answer.x_cache
-
-
-def new_order(gw: GatewayProcess) -> str:
-    """Create an order of its own (other suites mark the sample orders delivered); return its path."""
-    order = {"customer_id": 1, "restaurant_id": 1, "delivery_address": "1 Sentinel Street",
-             "items": [{"menu_item_id": 101, "name": "Margherita", "quantity": 1, "unit_price_cents": 1150}]}
-    created = fetch(gw.port, "/orders", "POST", {"Content-Type": "application/json"}, json.dumps(order).encode())
-    assert created.status == 201, created.body
-    return f"/orders/{json.loads(created.body)['id']}"
-
-
-def assert_write_reaches_every_worker(gw: GatewayProcess, order: str) -> None:
-    """A write through one worker: within a second no worker serves the order's old copy."""
-    address = f"{time.monotonic_ns()} Sentinel Street"
-    patched = fetch(gw.port, order, "PATCH", {"Content-Type": "application/json"},
-                    json.dumps({"delivery_address": address}).encode())
-    assert patched.status == 200, patched.body
-
-    def all_new() -> bool:
-        return all(json.loads(fetch(gw.port, order).body)["delivery_address"] == address for _ in range(8))
-    assert wait_for(all_new, WRITE_BOUND_S), "a worker still serves the order from before the write"
-
 
 def listeners(server_client: redis.Redis, prefix: str) -> int:
     """How many worker processes listen for invalidations on this Redis node."""
@@ -209,7 +156,7 @@ def test_cache_breaker_and_stats_through_two_workers_on_sentinel(sentinel_set: S
                                                                  clean_samples: SampleServices,
                                                                  tmp_path: Path) -> None:
     prefix = "gwse:"
-    with start_gateway(gateway_env(clean_samples, sentinel_set, prefix), 2, log_dir=tmp_path) as gw:
+    with start_gateway(gateway_env(clean_samples, sentinel_set.env(), prefix, TOKEN), 2, log_dir=tmp_path) as gw:
         health = json.loads(fetch(gw.port, "/health").body)
         assert health["redis"] == "up", health
 
@@ -275,10 +222,7 @@ def kill_primary_under_load(topology: SentinelSet, load: Load, prefix: str) -> d
 def check_recovered(topology: SentinelSet, gw: GatewayProcess, prefix: str, fresh: str) -> None:
     """After a failover: a MISS then a HIT served from the new master, every gateway key with a TTL."""
     master = topology.master().client()
-    assert wait_for(lambda: x_cache(gw, fresh) == "MISS", RECOVERY_BOUND_S)
-    # Every worker's link is back too: a worker whose pooled connection to the old master broke just
-    # now skips Redis for a second (BYPASS), so this too is asserted within the recovery bound.
-    assert wait_for(lambda: [x_cache(gw, fresh) for _ in range(8)] == ["HIT"] * 8, RECOVERY_BOUND_S)
+    assert_cache_recovers(gw, fresh)
     assert entry_keys(master, prefix)
     keys = list(master.scan_iter(prefix + "*", count=1000))
     assert keys
@@ -290,7 +234,7 @@ def run_failover(clean_samples: SampleServices, tmp_path: Path, request: pytest.
                  failovers: int, threads: int) -> None:
     prefix = "gwsf:"
     with start_sentinel_set(tmp_path / "sentinel") as topology, \
-            start_gateway(gateway_env(clean_samples, topology, prefix), 2, log_dir=tmp_path / "gw") as gw:
+            start_gateway(gateway_env(clean_samples, topology.env(), prefix, TOKEN), 2, log_dir=tmp_path / "gw") as gw:
         figures: list[dict[str, float]] = []
         with Load(gw.port, TARGETS, threads=threads, pause=0.005) as load:
             assert wait_for(lambda: {a.target for a in load.answers if a.x_cache == "HIT"} >= set(CACHED), 5.0)

@@ -121,6 +121,10 @@ class TcpProxy:
         """Stop accepting, close every connection and wait for the pump threads."""
         self._closed = True
         self._flowing.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() alone leaves blocked
+        except OSError:
+            pass
         self._listener.close()
         self.cut_all()
         self._accepter.join(5)

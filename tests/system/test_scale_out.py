@@ -1,4 +1,7 @@
-"""Scale-out: two gateway instances (separate gunicorn masters, 2 workers each) on one Redis act as one."""
+"""Scale-out: two gateway instances (separate gunicorn masters, 2 workers each) on one Redis act as one.
+
+Each test runs on one redis-server, on a Sentinel set and on a Redis Cluster (``shared_redis``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos import Answer, fetch, report, wait_for
-from tests.support.processes import GatewayProcess, RedisServer, SampleServices, start_gateway
+from tests.support.processes import GatewayProcess, SampleServices, start_gateway
+from tests.support.topology import SharedRedis
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +23,8 @@ HOST = "api.example"  # one Host for both instances, as behind one load balancer
 
 
 @pytest.fixture
-def pair(clean_samples: SampleServices, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[GatewayProcess]]:
-    env = {**clean_samples.env(), "REDIS_URL": redis_server.url, "HEALTH_CHECK_INTERVAL": "0", "ADMIN_TOKEN": TOKEN,
+def pair(clean_samples: SampleServices, shared_redis: SharedRedis, tmp_path: Path) -> Iterator[list[GatewayProcess]]:
+    env = {**clean_samples.env(), **shared_redis.env(), "HEALTH_CHECK_INTERVAL": "0", "ADMIN_TOKEN": TOKEN,
            "CB_RESET_TIMEOUT": "30"}
     with start_gateway(env, 2, log_dir=tmp_path / "a") as one, start_gateway(env, 2, log_dir=tmp_path / "b") as two:
         yield [one, two]
@@ -46,7 +50,7 @@ def invalidated_within(gw: GatewayProcess, target: str, seconds: float) -> float
 
 
 def test_two_instances_behave_as_one(pair: list[GatewayProcess], clean_samples: SampleServices,
-                                     request: pytest.FixtureRequest) -> None:
+                                     shared_redis: SharedRedis, request: pytest.FixtureRequest) -> None:
     one, two = pair
     figures: dict[str, object] = {}
     # A miss filled by one is a hit on the other (every worker of it).
@@ -84,7 +88,9 @@ def test_two_instances_behave_as_one(pair: list[GatewayProcess], clean_samples: 
     assert [a.status for a in rejected] == [503] * 6
     assert clean_samples.stats("delivery-service")["requests"] == 3
     clean_samples.reset_faults("delivery-service")
-    report(request, "scale-out", **figures)
+    # Everything the instances keep in Redis expires by itself (on every primary of a cluster).
+    assert shared_redis.keys() and not shared_redis.keys_without_ttl()
+    report(request, "scale-out", topology=shared_redis.name, **figures)
 
 
 def test_stats_merge_across_instances(pair: list[GatewayProcess], request: pytest.FixtureRequest) -> None:

@@ -1,17 +1,23 @@
-"""The Sentinel settings (REDIS_SENTINELS and its companions) as read; a live Sentinel: tests/redis/test_sentinel.py."""
+"""The Sentinel and Cluster settings as read; live ones: tests/redis/test_sentinel.py, tests/redis/test_cluster.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.config.sentinel import RedisSentinel, read_sentinel
+from gateway.config.redis import RedisClusterNodes, RedisSentinel, read_redis
 from gateway.config.settings import ConfigError
 
 
+def read_sentinel(env: dict[str, str]) -> RedisSentinel | None:
+    sentinel, cluster = read_redis(env)
+    assert cluster is None
+    return sentinel
+
+
 def test_not_used_without_the_sentinels() -> None:
-    assert read_sentinel({}) is None
+    assert read_redis({}) == (None, None)
     with pytest.raises(ConfigError) as caught:
-        read_sentinel({"REDIS_DB": "1"})
+        read_redis({"REDIS_DB": "1"})
     assert caught.value.setting == "REDIS_DB"
 
 
@@ -34,3 +40,10 @@ def test_bad_forms_name_the_setting(env: dict[str, str], setting: str) -> None:
     with pytest.raises(ConfigError) as caught:
         read_sentinel(env)
     assert caught.value.setting == setting
+
+
+def test_cluster_nodes_and_login() -> None:
+    sentinel, cluster = read_redis({"REDIS_CLUSTER_NODES": "c1:7000, c2", "REDIS_PASSWORD": "pw"})
+    assert sentinel is None
+    assert cluster == RedisClusterNodes(nodes=(("c1", 7000), ("c2", 6379)), password="pw")
+    assert cluster.describe() == "redis+cluster://c1:7000,c2:6379"
