@@ -62,7 +62,8 @@ conformance: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy gateway blueprints app.py
+	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy blueprints app.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

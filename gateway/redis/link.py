@@ -225,7 +225,7 @@ def _sentinel_client(sentinel: RedisSentinel, max_connections: int, socket_timeo
         list(sentinel.addresses),
         sentinel_kwargs={**short, "password": sentinel.sentinel_password, "ssl": sentinel.tls},
     )
-    return manager.master_for(
+    master: redis.Redis = manager.master_for(
         sentinel.master,
         redis_class=redis.Redis,
         connection_pool_class=BlockingSentinelConnectionPool,
@@ -237,3 +237,4 @@ def _sentinel_client(sentinel: RedisSentinel, max_connections: int, socket_timeo
         ssl=sentinel.tls,
         **short,
     )
+    return master
