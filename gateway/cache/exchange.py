@@ -101,6 +101,8 @@ class ReadExchange(Exchange):
         self.request_cc = request_cache_control(call.headers)
         self.stale: Found | None = None  # an entry that needs revalidation; may answer on errors
         self.revalidating = False
+        self.part: Found | None = None  # a stored partial answer from byte 0 that may be completed
+        self.completing = False  # the upstream was asked for the rest of ``part`` (Range, If-Range)
         self.lead: Lead | None = None  # the fetch this request leads, until its answer is stored
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class ReadExchange(Exchange):
         found = self.cache.lookup(self.call)
         if found is not None and self._reuse(found):
             return
-        if found is None and self._ranged and self._from_partial():
+        if found is None and self.method == "GET" and self._from_partial():
             return
         if "only-if-cached" in self.request_cc:
             raise OnlyIfCached(service=self.call.service.name)
@@ -140,15 +142,17 @@ class ReadExchange(Exchange):
         return self.method == "GET" and bool(header_values(self.call.headers, "Range"))
 
     def _from_partial(self) -> bool:
-        """Answer a single-range GET from a fresh stored 206 that holds every byte asked for."""
+        """Answer a single-range GET from a fresh stored 206 that holds every byte asked for; else keep the
+        stored 206 (``part``), which the upstream may be asked to complete."""
         if validators.is_conditional(self.call.headers):
             return False  # conditions are left to the service (or a whole stored answer)
         found = self.cache.lookup(self.call, partial=True)
         if found is None:
             return False
         now = self.cache.clock()
-        cut = ranges.held_range(self.call.headers, found.entry.headers)
+        cut = ranges.held_range(self.call.headers, found.entry.headers) if self._ranged else None
         if cut is None or found.entry.reuse(self.request_cc, now) != "fresh":
+            self.part = found
             return False
         self.response = answers.from_partial(found.entry, cut, now, self.cache.source)
         return True
@@ -170,9 +174,15 @@ class ReadExchange(Exchange):
     # -- going upstream -------------------------------------------------------------------------
 
     def conditional_headers(self) -> Headers:
-        """Validators of the stale entry, so the upstream can answer 304 instead of the whole body."""
+        """Validators of the stale entry, so the upstream can answer 304 instead of the whole body; or the
+        range a stored part lacks, so it sends only the rest (RFC 9111 §3.4)."""
         if self.stale is None:
-            return []
+            if self.part is None:
+                return []
+            wanted = ranges.completion_headers(self.call.headers, self.part.entry.headers,
+                                               self.cache.settings.cache_max_object_bytes)
+            self.completing = bool(wanted)
+            return wanted
         found = validators.revalidation_headers(self.call.headers, self.stale.entry.headers)
         self.revalidating = bool(found)
         return found
@@ -191,6 +201,8 @@ class ReadExchange(Exchange):
         """Refresh on 304, serve stale on 5xx where allowed, store what may be stored, stream the rest."""
         if upstream.status == 304 and self.revalidating and self.stale is not None:
             return self._revalidated(upstream, done)
+        if upstream.status in (206, 416) and self.completing:
+            return self._completed(upstream, done)
         if upstream.status >= 500 and self.stale is not None:
             try:
                 stale = self.on_error(BadGateway(service=self.call.service.name))
@@ -224,6 +236,53 @@ class ReadExchange(Exchange):
         response.upstream_ms = upstream.elapsed * 1000.0
         return response
 
+    def _completed(self, upstream: UpstreamResponse, done: Done) -> ProxyResponse:
+        """The upstream's answer to the range that completes the stored part: the whole, stored as a complete
+        entry where it may be (RFC 9111 §3.4), or a 502 when it is not the rest of the same representation.
+
+        The client asked for the whole (or a range the part lacks), never for the upstream's part, so an
+        answer that does not complete the stored one cannot be passed on.
+        """
+        assert self.part is not None
+        part = self.part.entry
+        try:
+            rest = upstream.read_all(self.cache.settings.cache_max_object_bytes)
+        except UpstreamError:
+            upstream.discard()
+            done(False)
+            self._release_lead()
+            raise
+        if rest is None or upstream.status != 206 or not ranges.completes(part.headers, upstream.headers, len(rest)):
+            if rest is None:
+                upstream.discard()
+            else:
+                upstream.release()
+            done(True)  # the service answered; its answer just does not fit the stored part
+            self._release_lead()
+            raise BadGateway("The service's partial answer does not complete the stored one.",
+                             service=self.call.service.name)
+        upstream.release()
+        done(True)
+        now = self.cache.clock()
+        headers = ranges.combined_headers(part.headers, upstream.headers)
+        entry = arrived(self.call, 200, headers, part.body + rest, upstream.elapsed, now)
+        saved = storable.not_storable_reason(self.method, self.call.headers, 200, headers,
+                                             self.call.service.cache_ttl, now) is None and self._save(entry)
+        self._release_lead()
+        response = self._answer(entry, "MISS" if saved else "BYPASS", now, conditional=False)
+        if not saved:
+            response.cache_source = None
+        response.upstream_ms = upstream.elapsed * 1000.0
+        return response
+
+    def _save(self, entry: Entry) -> bool:
+        """Store a new answer (with the lead's lock); False when it was not stored or the store is down."""
+        try:
+            return self.cache.save(self.call, entry, lead=self.lead)
+        except StoreUnavailable:
+            log.debug("could not store the response")
+            return False
+
     def _store(self, upstream: UpstreamResponse, done: Done) -> ProxyResponse:
         """Read the body (up to CACHE_MAX_OBJECT_BYTES) and store it; stream it unstored when larger."""
         read = self._read_body(upstream, done)
@@ -232,11 +291,7 @@ class ReadExchange(Exchange):
         upstream.release()
         done(True)
         entry = arrived(self.call, upstream.status, upstream.headers, read, upstream.elapsed, self.cache.clock())
-        try:
-            saved = self.cache.save(self.call, entry, lead=self.lead)
-        except StoreUnavailable:
-            log.debug("could not store the response")
-            saved = False
+        saved = self._save(entry)
         self._release_lead()
         headers = downstream_headers(entry.headers) + answers.gateway_ttl_header(entry)
         return ProxyResponse(status=upstream.status, headers=headers, body=entry.body,

@@ -387,3 +387,81 @@ def test_client_validator_we_cannot_replace_disables_revalidation(gw: Gateway) -
     gw.handler = lambda call, cond: Reply(status=304, chunks=[])
     answer = gw.request(headers=[("If-None-Match", '"theirs"')])
     assert gw.upstream_calls[-1][1] == [] and (answer.status, answer.cache) == (304, "BYPASS")
+
+
+def stored_part(*headers: str) -> Found:
+    """Bytes 0-4 of a 10-byte representation, stored from an earlier 206."""
+    return found("Cache-Control: max-age=60", "Content-Range: bytes 0-4/10", *(headers or ('ETag: "v1"',)),
+                 status=206, body=b"01234", key="k:partial")
+
+
+def rest_reply(etag: str = '"v1"', content_range: str = "bytes 5-9/10", body: bytes = b"56789") -> Reply:
+    return Reply(206, h("Cache-Control: max-age=60", "Content-Range: " + content_range, "ETag: " + etag, "A: 2"),
+                 [body])
+
+
+def test_a_whole_get_completes_the_stored_part_with_a_range_for_the_rest() -> None:
+    cache = FakeCache(partial=stored_part())
+    exchange = read(cache)
+    assert exchange.conditional_headers() == h("Range: bytes=5-", 'If-Range: "v1"')
+    response, log, done = answer_with(exchange, rest_reply())
+    assert (response.status, response.body, response.cache) == (200, b"0123456789", "MISS")
+    assert response.header("Content-Range") is None and response.header("A") == "2"
+    ((entry, lead, key),) = [detail for name, detail in cache.asked if name == "save"]
+    assert (entry.status, entry.body, lead, key) == (200, b"0123456789", Lead("k"), None)
+    assert log == ["release"] and done == [True] and cache.names()[-1] == "release"
+
+
+def test_a_range_the_part_lacks_is_cut_from_the_completed_whole() -> None:
+    cache = FakeCache(partial=stored_part())
+    exchange = read(cache, headers=h("Range: bytes=3-7"))
+    assert exchange.response is None and exchange.conditional_headers() == h("Range: bytes=5-", 'If-Range: "v1"')
+    response, _, _ = answer_with(exchange, rest_reply())
+    assert (response.status, response.body, response.header("Content-Range")) == (206, b"34567", "bytes 3-7/10")
+
+
+def test_a_whole_answer_to_the_completing_range_is_used_as_it_is() -> None:
+    cache = FakeCache(partial=stored_part())
+    exchange = read(cache)
+    exchange.conditional_headers()
+    response, _, _ = answer_with(exchange, Reply(200, h("Cache-Control: max-age=60", 'ETag: "v2"'), [b"new"]))
+    assert (response.status, response.body, response.cache) == (200, b"new", "MISS")
+
+
+@pytest.mark.parametrize("reply", [rest_reply(etag='"v2"'), rest_reply(content_range="bytes 6-9/10", body=b"6789"),
+                                   Reply(416, h("Content-Range: bytes */4"), [])])
+def test_an_answer_that_does_not_complete_the_part_is_a_502_never_stored(reply: Reply) -> None:
+    cache = FakeCache(partial=stored_part())
+    exchange = read(cache)
+    exchange.conditional_headers()
+    with pytest.raises(BadGateway):
+        answer_with(exchange, reply)
+    assert "save" not in cache.names() and cache.names()[-1] == "release"
+
+
+def test_a_cut_short_rest_fails_the_call() -> None:
+    exchange = read(FakeCache(partial=stored_part()))
+    exchange.conditional_headers()
+    done: list[bool] = []
+    with pytest.raises(BadGateway):
+        exchange.on_response(upstream_of(Reply(206, rest_reply().headers, [b"56"], cut=BadGateway()), []), done.append)
+    assert done == [False]
+
+
+def test_no_completion_without_a_strong_validator_or_for_head() -> None:
+    weak = FakeCache(partial=stored_part('ETag: W/"v1"'))
+    assert read(weak).conditional_headers() == []
+    head = FakeCache(partial=stored_part())
+    assert read(head, method="HEAD").conditional_headers() == [] and ("lookup", True) not in head.asked
+
+
+def test_a_stored_part_is_completed_stored_whole_and_then_hit(gw: Gateway) -> None:
+    part = h("Cache-Control: max-age=60", 'ETag: "v1"', "Content-Range: bytes 0-4/10")
+    gw.handler = lambda call, cond: Reply(206, part, [b"01234"])
+    assert gw.request(headers=h("Range: bytes=0-4")).status == 206
+    gw.handler = lambda call, cond: Reply(206, [*part[:2], ("Content-Range", "bytes 5-9/10")], [b"56789"])
+    whole = gw.request()
+    assert gw.upstream_calls[-1][1] == h("Range: bytes=5-", 'If-Range: "v1"')
+    assert (whole.status, whole.cache, whole.body) == (200, "MISS", b"0123456789")
+    assert (gw.request().cache, gw.request(headers=h("Range: bytes=-2")).body) == ("HIT", b"89")
+    assert len(gw.upstream_calls) == 2

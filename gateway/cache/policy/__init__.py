@@ -6,7 +6,7 @@ is tested table-driven without sleeping. By topic, lower ones first:
     dates        HTTP-dates (RFC 9110 §5.6.7)
     directives   Cache-Control, targeted fields (RFC 9213), Pragma: what a request or response asks
     validators   ETag and Last-Modified: revalidation, 304s, the client's own conditionals
-    ranges       byte ranges: cutting a stored body, stored partial (206) answers
+    ranges       byte ranges: cutting a stored body, stored partial (206) answers and completing them
     freshness    lifetimes, ages, reuse, the stale windows and how long an entry is kept
     keys         which stored answers a request may meet: methods, keys, Vary, credentials, invalidation
     storable     the "never stored" rules

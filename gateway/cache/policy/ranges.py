@@ -1,4 +1,4 @@
-"""Byte ranges (RFC 9110 §14): cutting one range from a stored body, and stored partial (206) answers."""
+"""Byte ranges (RFC 9110 §14): cutting a range from a stored body, stored partial (206) answers, completing them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import re
 from typing import NamedTuple
 
 from gateway.cache.policy.dates import http_date
+from gateway.cache.policy.validators import CLIENT_CONDITIONALS
 from gateway.messages import Headers, header_value, header_values
+
+# A Last-Modified at least this long before the response's Date is a strong validator (RFC 9110 §8.8.2.2).
+STRONG_LAST_MODIFIED_S = 60
+# Headers of a part that say which bytes it holds; a combined whole has neither (they are set anew).
+PART_HEADERS = frozenset({"content-range", "content-length"})
 
 
 class Cut(NamedTuple):
@@ -102,3 +108,59 @@ def holds_its_range(status: int, headers: Headers, size: int) -> bool:
         return True
     claimed = content_range(headers)
     return claimed is None or size == claimed[1] - claimed[0] + 1
+
+
+def strong_validator(headers: Headers) -> str | None:
+    """The strong validator of a response, as ``If-Range`` sends it: a strong ETag, else a Last-Modified
+    at least 60 s older than its Date (RFC 9110 §8.8.2.2, §13.1.5); None when it has neither."""
+    etag = (header_value(headers, "ETag") or "").strip()
+    if etag.startswith('"'):
+        return etag
+    modified = header_value(headers, "Last-Modified")
+    modified_at, dated = http_date(modified), http_date(header_value(headers, "Date"))
+    if modified is None or modified_at is None or dated is None or dated - modified_at < STRONG_LAST_MODIFIED_S:
+        return None
+    return modified.strip()
+
+
+def _same_validator(stored: str, headers: Headers) -> bool:
+    """Whether a response has exactly the strong validator ``stored`` (strong comparison, RFC 9110 §8.8.3.2)."""
+    new = strong_validator(headers)
+    if new is None or stored.startswith('"') != new.startswith('"'):
+        return False
+    return new == stored if stored.startswith('"') else http_date(new) == http_date(stored)
+
+
+def completion_headers(request_headers: Headers, stored_headers: Headers, max_bytes: int) -> Headers:
+    """``Range`` and ``If-Range`` that fetch the rest of a stored part beginning at byte 0 (RFC 9111 §3.4).
+
+    None (an empty list) when the part cannot be completed: it does not begin at byte 0 or already
+    holds every byte, it has no strong validator, the whole would be over ``max_bytes``, or the client's
+    request carries a condition of its own.
+    """
+    held = content_range(stored_headers)
+    validator = strong_validator(stored_headers)
+    if held is None or validator is None or held[0] != 0 or held[1] + 1 >= held[2] or held[2] > max_bytes:
+        return []
+    if any(name.lower() in CLIENT_CONDITIONALS for name, _ in request_headers):
+        return []
+    return [("Range", f"bytes={held[1] + 1}-"), ("If-Range", validator)]
+
+
+def completes(stored_headers: Headers, headers: Headers, size: int) -> bool:
+    """Whether a 206 (``headers``, a body of ``size`` bytes) is exactly the rest of a stored part from byte 0:
+    the bytes right after it to the end of a representation of the same length, with the same strong validator."""
+    held, new = content_range(stored_headers), content_range(headers)
+    validator = strong_validator(stored_headers)
+    if held is None or new is None or validator is None or held[0] != 0:
+        return False
+    return new == (held[1] + 1, held[2] - 1, held[2]) and size == new[1] - new[0] + 1 \
+        and _same_validator(validator, headers)
+
+
+def combined_headers(stored_headers: Headers, headers: Headers) -> Headers:
+    """The headers of the whole made of a stored part and the part that completes it: the new part's
+    fields replace the stored ones (RFC 9111 §3.4), less what says which bytes a part holds."""
+    replaced = {name.lower() for name, _ in headers} | PART_HEADERS | {"age"}
+    kept = [(k, v) for k, v in stored_headers if k.lower() not in replaced]
+    return kept + [(k, v) for k, v in headers if k.lower() not in PART_HEADERS]

@@ -76,3 +76,67 @@ def test_a_cut_takes_its_bytes_and_names_them() -> None:
 ])
 def test_holds_its_range(status: int, headers: list, size: int, expected: bool) -> None:
     assert ranges.holds_its_range(status, headers, size) is expected
+
+
+OLD = formatdate(T0 - 3600, usegmt=True)  # an hour before DATE: a strong Last-Modified
+PART = ("Content-Range: bytes 0-4/10", 'ETag: "v1"')
+
+
+@pytest.mark.parametrize("headers, expected", [
+    (h('ETag: "v1"'), '"v1"'),
+    (h('ETag: W/"v1"'), None),                                            # weak: never strong
+    (h('ETag: W/"v1"', "Date: " + DATE, "Last-Modified: " + OLD), OLD),   # the weak tag gives way to the date
+    (h("Date: " + DATE, "Last-Modified: " + OLD), OLD),
+    (h("Date: " + DATE, "Last-Modified: " + formatdate(T0 - 59, usegmt=True)), None),  # under 60 s: weak
+    (h("Last-Modified: " + OLD), None),                                   # no Date to compare with
+    (h("Date: " + DATE, "Last-Modified: yesterday"), None),
+    ([], None),
+])
+def test_strong_validator(headers: list, expected: str | None) -> None:
+    assert ranges.strong_validator(headers) == expected
+
+
+@pytest.mark.parametrize("req, stored, expected", [
+    ([], h(*PART), h("Range: bytes=5-", 'If-Range: "v1"')),
+    (h("Range: bytes=6-8"), h(*PART), h("Range: bytes=5-", 'If-Range: "v1"')),  # a range the part lacks
+    ([], h("Content-Range: bytes 0-4/10", "Date: " + DATE, "Last-Modified: " + OLD),
+     h("Range: bytes=5-", "If-Range: " + OLD)),
+    ([], h("Content-Range: bytes 0-4/10"), []),                         # no validator: nothing to match with
+    ([], h("Content-Range: bytes 0-4/10", 'ETag: W/"v1"'), []),
+    ([], h("Content-Range: bytes 4-9/10", 'ETag: "v1"'), []),           # does not begin at byte 0
+    ([], h("Content-Range: bytes 0-9/10", 'ETag: "v1"'), []),           # already whole
+    ([], h("Content-Range: bytes 0-4/1000", 'ETag: "v1"'), []),         # the whole would be over the limit
+    (h('If-None-Match: "v0"'), h(*PART), []),                           # the client's own condition
+    (h("Range: bytes=6-8", 'If-Range: "v1"'), h(*PART), []),
+])
+def test_completion_headers(req: list, stored: list, expected: list) -> None:
+    assert ranges.completion_headers(req, stored, max_bytes=100) == expected
+
+
+@pytest.mark.parametrize("headers, size, expected", [
+    (h("Content-Range: bytes 5-9/10", 'ETag: "v1"'), 5, True),
+    (h("Content-Range: bytes 5-9/10", 'ETag: "v2"'), 5, False),          # another representation
+    (h("Content-Range: bytes 5-9/10", 'ETag: W/"v1"'), 5, False),        # weak: never combined
+    (h("Content-Range: bytes 5-9/10"), 5, False),                        # no validator
+    (h("Content-Range: bytes 6-9/10", 'ETag: "v1"'), 4, False),          # a gap
+    (h("Content-Range: bytes 5-8/10", 'ETag: "v1"'), 4, False),          # not to the end
+    (h("Content-Range: bytes 5-10/11", 'ETag: "v1"'), 6, False),         # another length
+    (h("Content-Range: bytes 5-9/10", 'ETag: "v1"'), 4, False),          # body shorter than its range
+    (h("Content-Range: bytes 5-9/10", "Date: " + DATE, "Last-Modified: " + OLD), 5, False),  # ETag then a date
+])
+def test_completes(headers: list, size: int, expected: bool) -> None:
+    assert ranges.completes(h(*PART), headers, size) is expected
+
+
+def test_completes_by_last_modified() -> None:
+    stored = h("Content-Range: bytes 0-4/10", "Date: " + DATE, "Last-Modified: " + OLD)
+    rest = h("Content-Range: bytes 5-9/10", "Date: " + DATE, "Last-Modified: " + OLD)
+    assert ranges.completes(stored, rest, 5)
+    changed = h("Content-Range: bytes 5-9/10", "Date: " + DATE, "Last-Modified: " + formatdate(T0 - 60, usegmt=True))
+    assert not ranges.completes(stored, changed, 5)
+
+
+def test_combined_headers_take_the_new_parts_fields_and_drop_the_parts_own() -> None:
+    stored = h("Content-Range: bytes 0-4/10", "Content-Length: 5", 'ETag: "v1"', "A: 1", "B: 1", "Age: 30")
+    new = h("Content-Range: bytes 5-9/10", "Content-Length: 5", 'ETag: "v1"', "A: 2")
+    assert ranges.combined_headers(stored, new) == h("B: 1", 'ETag: "v1"', "A: 2")
