@@ -50,6 +50,10 @@ class Cache(Protocol):
         """The newest stored whole (or ``partial``) answer that matches ``call``."""
         ...
 
+    def may_hold_parts(self, call: ProxyCall) -> bool:
+        """Whether a stored part (206) of ``call``'s service may exist: only then is one looked up for a whole GET."""
+        ...
+
     def coalesce(self, call: ProxyCall, request_cc: CacheControl) -> Coalesced:
         """Lead the fetch for ``call``'s key, or wait for the leader's answer."""
         ...
@@ -112,7 +116,8 @@ class ReadExchange(Exchange):
         found = self.cache.lookup(self.call)
         if found is not None and self._reuse(found):
             return
-        if found is None and self.method == "GET" and self._from_partial():
+        if found is None and self.method == "GET" and (self._ranged or self.cache.may_hold_parts(self.call)) \
+                and self._from_partial():
             return
         if "only-if-cached" in self.request_cc:
             raise OnlyIfCached(service=self.call.service.name)

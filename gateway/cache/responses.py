@@ -33,6 +33,8 @@ from gateway.share.bus import InstanceBus
 
 log = logging.getLogger("gateway.cache")
 
+PARTS_GROUP = "\x00parts"  # the markers' index: no request path looks like it
+PARTS_RECHECK_S = 1.0  # how often a worker asks the store whether a service has stored parts
 MEMO_MAX = 256  # hot requests' shared keys and decoded entries remembered per worker
 MEMO_MAX_BYTES = 16 * 1024  # larger stored values are decoded each time (hashing them would cost more)
 
@@ -47,6 +49,11 @@ class CacheEvents(Protocol):
     def record_cache(self, event: str) -> None:
         """Count one event."""
         ...
+
+
+def parts_marker(service: str) -> str:
+    """The store key of the marker saying ``service`` has stored parts (in the slot of its own index)."""
+    return hash_tag(PARTS_GROUP) + "parts:" + service
 
 
 def _remember(memo: dict[K, V], key: K, value: V) -> None:
@@ -82,6 +89,7 @@ class ResponseCache:
         self._decoded: dict[bytes, Entry] = {}  # stored bytes -> their entry (entries are never changed in place)
         self._inflight = Inflight()
         self._refreshing: set[str] = set()
+        self._parts: dict[str, tuple[float, bool]] = {}  # service -> (monotonic time read, marker found)
         self._lock = threading.Lock()
 
     @property
@@ -159,6 +167,31 @@ class ResponseCache:
                 _remember(self._decoded, blob, entry)
         return entry
 
+    def may_hold_parts(self, call: ProxyCall) -> bool:
+        """Whether a stored part (206) of ``call``'s service may exist, so that a GET miss looks for one.
+
+        A store that keeps a part also keeps a marker per service (an entry of its own, as long as the
+        part); this worker reads it at most once every PARTS_RECHECK_S per service, so a GET miss costs no
+        second store read. A part stored elsewhere within that second is only not completed: the whole
+        answer is fetched, as without it.
+        """
+        name = call.service.name
+        now = time.monotonic()
+        seen = self._parts.get(name)
+        if seen is None or now - seen[0] >= PARTS_RECHECK_S:
+            try:
+                found = bool(self.store.get_variants(parts_marker(name)))
+            except StoreUnavailable:
+                found = False
+            seen = self._parts[name] = (now, found)
+        return seen[1]
+
+    def _mark_parts(self, service: str, ttl: float) -> None:
+        """Note in the store that ``service`` has a stored part, for as long as the part is kept."""
+        marker = parts_marker(service)
+        self.store.put(marker, PARTS_GROUP, "parts", b"1", ttl)
+        self._parts[service] = (time.monotonic(), True)
+
     def save(self, call: ProxyCall, entry: Entry, *, lead: Lead | None = None, key: str | None = None) -> bool:
         """Store ``entry`` while its freshness and stale windows last; False if not stored (raises StoreUnavailable).
 
@@ -178,6 +211,8 @@ class ResponseCache:
         saved = bool(self.store.put(key, call.path, entry.variant_id(), encode(entry), ttl, release=release))
         if saved and release is not None and lead is not None:
             lead.token = None  # released by the store call itself
+        if saved and entry.status == 206:
+            self._mark_parts(call.service.name, ttl)
         return saved
 
     def invalidate(self, call: ProxyCall, response_headers: Headers) -> int:

@@ -40,6 +40,9 @@ class FakeCache:
         self._ask("lookup", partial)
         return self.partial if partial else self.found
 
+    def may_hold_parts(self, call: ProxyCall) -> bool:
+        return self.partial is not None  # a store without parts is not asked for one
+
     def coalesce(self, call: ProxyCall, request_cc: dict) -> Coalesced:
         self._ask("coalesce", None)
         return self.coalesced or Coalesced(Lead("k"))

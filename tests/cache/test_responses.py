@@ -396,3 +396,16 @@ def test_each_key_has_its_own_lead() -> None:
     assert alice.lead is not None and anonymous.lead is not None and alice.lead.name != anonymous.lead.name
     cache.release(alice.lead)
     cache.release(anonymous.lead)
+
+
+
+def test_a_service_is_asked_for_stored_parts_only_once_it_has_one() -> None:
+    cache = memory_cache(FakeClock())
+    call, ranged = make_call(), make_call(headers=h("Range: bytes=0-4"))
+    assert cache.may_hold_parts(call) is False  # a GET miss then looks for no part
+    headers = ("Cache-Control: max-age=60", "Content-Range: bytes 0-4/10", 'ETag: "v1"')
+    assert cache.save(ranged, entry_for(ranged, *headers, status=206, body=b"01234"))
+    assert cache.may_hold_parts(call) is True  # this worker stored it: known at once
+    other = memory_cache(FakeClock())
+    other.store = cache.store  # another worker on the same store reads the marker the part left
+    assert other.may_hold_parts(call) is True
