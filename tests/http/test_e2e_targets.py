@@ -230,7 +230,7 @@ services:
     cache: false
     balance: least_outstanding
 """)
-    a.faults(ORDERS, latency_ms=300)
+    a.faults(ORDERS, latency_ms=500)
 
     def client() -> None:
         for _ in range(6):
@@ -242,6 +242,9 @@ services:
     for thread in threads:
         thread.join(60)
     slow, fast = received(a, "/_debug/echo/p2c"), received(b, "/_debug/echo/p2c")
-    assert slow + fast == 36 and fast > 2 * slow, (slow, fast)
+    # Round robin would split them 18/18. A target with a call in flight loses to one without, so the
+    # slow one gets a call only while it has none in flight: far fewer (how few depends on how fast the
+    # fast one answers on a loaded machine; 12 of 36 is the most seen with 300 ms).
+    assert slow + fast == 36 and slow <= 14, (slow, fast)
     page = send(gateway.url, "/dashboard")[2].decode()
     assert "/stats/upstreams" in page and 'id="upstream-rows"' in page
