@@ -50,16 +50,22 @@ class LimitRule:
     path: str | None
     limits: tuple[Limit, ...]
     policy: str  # the RateLimit-Policy header value, made once
-    # Per limit, made once: (seconds between two requests, window seconds, '"per-second";r=')
-    steps: tuple[tuple[float, int, str], ...] = ()
+    # Per limit, made once: (seconds between two requests, window seconds).
+    steps: tuple[tuple[float, int], ...] = ()
     # The Redis script's arguments: per limit, the interval and the window in microseconds.
     script_args: tuple[int, ...] = ()
+    # Made once: the RateLimit-Policy header, and the RateLimit value's format (per limit remaining, reset).
+    policy_header: tuple[str, str] = ("RateLimit-Policy", "")
+    state_format: str = ""  # '"per-second";r=%d;t=%d, "per-hour";r=%d;t=%d'
 
     def __post_init__(self) -> None:
-        steps = tuple((x.window / x.quota, x.window, f'"{x.name}";r=') for x in self.limits)
+        steps = tuple((x.window / x.quota, x.window) for x in self.limits)
         args = tuple(n for x in self.limits for n in (x.window * 1_000_000 // x.quota, x.window * 1_000_000))
+        state_format = ", ".join('"' + x.name.replace("%", "%%") + '";r=%d;t=%d' for x in self.limits)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "script_args", args)
+        object.__setattr__(self, "policy_header", ("RateLimit-Policy", self.policy))
+        object.__setattr__(self, "state_format", state_format)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from math import ceil
 from pathlib import Path
 from typing import Protocol
 
@@ -57,7 +58,7 @@ HEADROOM_MIN, HEADROOM_SHARE = 20, 0.10  # closer to a limit than this, every re
 GCRA = Path(__file__).with_name("gcra.lua").read_text(encoding="utf-8")
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     """What one rule said of one request: per limit ``(remaining, reset seconds)``, and whether it passes."""
 
@@ -86,28 +87,44 @@ def _gcra(tats: list[float], rule: LimitRule, now: float) -> Verdict:
     """The script's decision, in Python (seconds): updates ``tats`` in place when the request passes."""
     news: list[float] = []
     states: list[tuple[int, float]] = []
-    spare: list[tuple[int, tuple[int, float]]] = []
-    refused = False
-    index = 0
-    for interval, window, _ in rule.steps:
-        tat = tats[index]
-        if tat < now:
-            tat = now
-        new = tat + interval
+    late = now + EPSILON
+    for (interval, window), tat in zip(rule.steps, tats, strict=True):
+        new = (tat if tat > now else now) + interval
+        if new - window > late:
+            return _refusal(tats, rule, now)
         news.append(new)
-        if new - window > now + EPSILON:
-            refused = True
-            states.append((0, new - window - now))
-        else:
-            states.append((int((now + window - new) / interval + EPSILON), new - now))
-            spare.append((index, (int((now + window - tat) / interval + EPSILON), tat - now)))
-        index += 1
-    if refused:
-        for index, left in spare:
-            states[index] = left  # this limit did not refuse: what it has left, nothing spent
-        return Verdict(True, states)
+        states.append((int((now + window - new) / interval + EPSILON), new - now))
     tats[:] = news
     return Verdict(False, states)
+
+
+def _admit(tats: list[float], rule: LimitRule, now: float) -> str | None:
+    """:func:`_gcra` for a request that passes, in the form the answer needs: its ``RateLimit`` value
+    (``tats`` updated); None, nothing spent, when a limit refuses it. The hot path: no Verdict, one format."""
+    news: list[float] = []
+    values: list[int] = []
+    late = now + EPSILON
+    for (interval, window), tat in zip(rule.steps, tats, strict=True):
+        new = (tat if tat > now else now) + interval
+        if new - window > late:
+            return None
+        news.append(new)
+        values += (int((now + window - new) / interval + EPSILON), ceil(new - now - EPSILON))
+    tats[:] = news
+    return rule.state_format % tuple(values)
+
+
+def _refusal(tats: list[float], rule: LimitRule, now: float) -> Verdict:
+    """A refused request, which spends nothing: what each limit has left, and how long the refusing ones wait."""
+    states: list[tuple[int, float]] = []
+    for (interval, window), tat in zip(rule.steps, tats, strict=True):
+        tat = tat if tat > now else now
+        new = tat + interval
+        if new - window > now + EPSILON:
+            states.append((0, new - window - now))
+        else:
+            states.append((int((now + window - tat) / interval + EPSILON), tat - now))
+    return Verdict(True, states)
 
 
 class MemoryCells:
@@ -123,15 +140,25 @@ class MemoryCells:
         """Decide one request of ``key`` under ``rule``."""
         now = self.clock()
         with self._lock:
-            tats = self._cells.get(key)
-            if tats is None:
-                tats = [now] * len(rule.limits)
-                self._cells[key] = tats
-                if len(self._cells) > self.bound:
-                    self._cells.popitem(last=False)
-            else:
-                self._cells.move_to_end(key)
-            return _gcra(tats, rule, now)
+            return _gcra(self._cell(key, rule, now), rule, now)
+
+    def admit(self, key: str, rule: LimitRule) -> str | Verdict:
+        """As :meth:`decide`, but a request that passes gets its ``RateLimit`` value (the hot path's form)."""
+        now = self.clock()
+        with self._lock:
+            tats = self._cell(key, rule, now)
+            value = _admit(tats, rule, now)
+            return value if value is not None else _refusal(tats, rule, now)
+
+    def _cell(self, key: str, rule: LimitRule, now: float) -> list[float]:
+        tats = self._cells.get(key)
+        if tats is None:
+            tats = self._cells[key] = [now] * len(rule.limits)
+            if len(self._cells) > self.bound:
+                self._cells.popitem(last=False)
+        else:
+            self._cells.move_to_end(key)
+        return tats
 
     def __len__(self) -> int:
         return len(self._cells)
@@ -141,7 +168,7 @@ class SharedView:
     """A worker's view of one client's shared cells: their TATs on this worker's clock, and what it
     admitted itself since it last told Redis."""
 
-    __slots__ = ("keys", "rule", "tats", "pending", "seen")
+    __slots__ = ("keys", "rule", "tats", "pending", "seen", "floors")
 
     def __init__(self, keys: list[str], rule: LimitRule, tats: list[float], seen: float) -> None:
         self.keys = keys
@@ -149,16 +176,26 @@ class SharedView:
         self.tats = tats
         self.pending = 0
         self.seen = seen
+        self.floors = local_floors(rule)
 
     def roomy(self, now: float) -> bool:
         """True while every limit has more than its headroom left: this worker may decide alone."""
-        if now - self.seen > VIEW_SECONDS:
+        floors = self.floors
+        if floors is None or now - self.seen > VIEW_SECONDS:
             return False
-        for (interval, window, _), limit, tat in zip(self.rule.steps, self.rule.limits, self.tats, strict=True):
-            headroom = max(HEADROOM_MIN, limit.quota * HEADROOM_SHARE)
-            if headroom >= limit.quota or (now + window - max(tat, now)) / interval < headroom + 1:
+        for (interval, window), floor, tat in zip(self.rule.steps, floors, self.tats, strict=True):
+            if (now + window - (tat if tat > now else now)) / interval < floor:
                 return False
         return True
+
+
+def local_floors(rule: LimitRule) -> tuple[float, ...] | None:
+    """Per limit, the requests it must have left for a worker to decide alone (its headroom, plus this
+    one); None when a limit is too small ever to be decided locally."""
+    headrooms = [(max(HEADROOM_MIN, limit.quota * HEADROOM_SHARE), limit.quota) for limit in rule.limits]
+    if any(headroom >= quota for headroom, quota in headrooms):
+        return None
+    return tuple(headroom + 1 for headroom, _ in headrooms)
 
 
 def client_key(settings: RateLimitSettings, call: ProxyCall) -> str:
@@ -178,16 +215,16 @@ def client_key(settings: RateLimitSettings, call: ProxyCall) -> str:
 
 
 def _seconds(value: float) -> int:
-    whole = int(value)
-    return whole + 1 if value - whole > EPSILON else whole
+    """Whole seconds, rounded up past the float slack (``1.0000000001`` is 1)."""
+    return ceil(value - EPSILON)
 
 
 def limit_headers(rule: LimitRule, verdict: Verdict) -> Headers:
     """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) for one decision."""
-    parts = []
-    for (_, _, head), (remaining, reset) in zip(rule.steps, verdict.states, strict=True):
-        parts.append(f"{head}{remaining};t={_seconds(reset)}")
-    return [("RateLimit-Policy", rule.policy), ("RateLimit", ", ".join(parts))]
+    values: list[int] = []
+    for remaining, reset in verdict.states:
+        values += (remaining, ceil(reset - EPSILON))  # _seconds, inline: this runs on every request
+    return [rule.policy_header, ("RateLimit", rule.state_format % tuple(values))]
 
 
 class RateLimitEvents(Protocol):
@@ -232,6 +269,8 @@ class RateLimiter:
         verdict = self._decide(call.service.name, settings, rule, who)
         if verdict is None:
             return []
+        if isinstance(verdict, str):  # passed, decided here: its RateLimit value
+            return [rule.policy_header, ("RateLimit", verdict)]
         headers = limit_headers(rule, verdict)
         if verdict.refused:
             self._count(call.service.name, "limited")
@@ -240,18 +279,29 @@ class RateLimiter:
             raise RateLimited(service=call.service.name, headers=headers)
         return headers
 
-    def _decide(self, service: str, settings: RateLimitSettings, rule: LimitRule, who: str) -> Verdict | None:
-        """``who``: service, rule and client; kept as is in memory, digested into the Redis keys."""
-        if self.link is None or self._script is None:
-            return self.memory.decide(who, rule)
+    def _decide(self, service: str, settings: RateLimitSettings, rule: LimitRule, who: str) -> str | Verdict | None:
+        """``who``: service, rule and client; kept as is in memory, digested into the Redis keys.
+
+        A request decided in this worker that passes gets its ``RateLimit`` value (:func:`_admit`).
+        """
+        if self._script is None:
+            return self.memory.admit(who, rule)
         now = self.memory.clock()
         with self._views_lock:
             view = self._views.get(who)
             if view is not None and view.rule is rule and view.roomy(now):
-                verdict = _gcra(view.tats, rule, now)  # passes: more than the headroom was left
-                view.pending += 1
-                self._start_syncer()
-                return verdict
+                value = _admit(view.tats, rule, now)  # passes: more than the headroom was left
+                if value is not None:
+                    view.pending += 1
+                    if self._syncer is None:
+                        self._start_syncer()
+                    return value
+        return self._ask_redis(service, settings, rule, who, now)
+
+    def _ask_redis(self, service: str, settings: RateLimitSettings, rule: LimitRule, who: str,
+                   now: float) -> str | Verdict | None:
+        """Decide in Redis (a client near a limit, or not seen lately); ``redis_down`` when it cannot answer."""
+        assert self.link is not None
         keys = cell_keys(self.link, who, rule)
         try:
             raw = self._run_script(keys, gcra_argv(rule))
@@ -262,7 +312,7 @@ class RateLimiter:
             if mode == "closed":
                 raise RateLimitUnavailable(service=service, headers=[("Retry-After", "1")]) from None
             if mode == "local":
-                return self.memory.decide(who, rule)
+                return self.memory.admit(who, rule)
             return None
         verdict = gcra_reply(raw, len(rule.limits))
         if verdict.refused:
