@@ -55,17 +55,19 @@ class InstanceBus:
         self._handlers: dict[str, Handler] = {}
         self._gap_handlers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        # A worker starting now has nothing to invalidate: only what is published from now on matters.
-        # The log exists from the first worker's start, so any later generation means a replacement.
+        # A worker starting now (at boot, or replacing one that exited) reads the current log from its
+        # start at its first poll: an operator's forced breaker state published before it existed
+        # holds for it too, and replayed drops find nothing in its empty cache. The log exists from the
+        # first worker's start, so any later generation means a replacement.
         self._generation: bytes | None = None
         self._offset = 0
         if not os.path.exists(self.path):
             self._new_log(replace=False)
         self._seq = self._map_seq(os.path.join(run_dir, SEQ_NAME))
-        self._seen = self._seq[:SEQ_BYTES]
+        self._seen = b""  # never the marker's value: the first poll reads what is already in the log
         with open(self.path, "rb") as handle:
             self._generation = handle.readline()
-            self._offset = os.fstat(handle.fileno()).st_size
+            self._offset = len(self._generation)
 
     @staticmethod
     def _map_seq(path: str) -> mmap.mmap:

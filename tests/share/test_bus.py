@@ -76,6 +76,18 @@ def test_forced_breaker_state_reaches_every_worker(tmp_path: Path) -> None:
     registries[0]["order-service"].before_call()
 
 
+def test_a_worker_started_after_a_forced_state_holds_it_too(tmp_path: Path) -> None:
+    settings = load_settings({})
+    first = BreakerRegistry(settings, None, bus=worker_bus(tmp_path, 1))
+    first.force("order-service", "open")
+    first.force("delivery-service", "open")
+    first.force("delivery-service", "reset")
+    later = BreakerRegistry(settings, None, bus=worker_bus(tmp_path, 2))  # booted after the operator acted
+    with pytest.raises(CircuitOpen):
+        later["order-service"].before_call()
+    later["delivery-service"].before_call()  # the later reset holds too: messages replay in order
+
+
 def test_own_messages_are_not_applied_twice(tmp_path: Path) -> None:
     store = worker_store(tmp_path, 1)
     store.put("k", "/orders/1", "v", b"x", 60)
