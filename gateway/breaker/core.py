@@ -138,6 +138,11 @@ class CircuitBreaker(BreakerCalls):
         notify(self.listeners, "on_call", self.name, outcome, latency_s)
         self._emit(events)
 
+    def count_successes(self, count: int) -> None:
+        """Count successes of Redis tickets that could not be told to Redis (no state effect)."""
+        with self._lock:
+            self._totals["successes"] += count
+
     def _count(self, outcome: Outcome) -> None:
         if outcome is Outcome.SUCCESS:
             self._totals["successes"] += 1

@@ -72,3 +72,24 @@ local function add_rejects(totals, w, width, n, now, count, window_ttl, state_tt
   redis.call('PEXPIRE', totals, state_ttl)
   redis.call('HINCRBY', w, bucket(w, math.floor(now / tonumber(width)), tonumber(n), window_ttl) .. 'r', count)
 end
+-- Successes of earlier calls a process counted itself while it held the circuit CLOSED (``told`` of
+-- them at once: ``count`` calls, ``ms`` their latency sum, ``samples`` their latencies space-separated,
+-- ``gen`` their tickets' generation): the totals always, the window only if the generation is current.
+local function add_told(st, totals, w, lat, now, width, n, window_ttl, state_ttl, kept, count, ms, samples, gen)
+  count = tonumber(count) or 0
+  if count <= 0 then return end
+  redis.call('HINCRBY', totals, 'successes', count)
+  redis.call('PEXPIRE', totals, state_ttl)
+  if gen ~= token(st) then return end
+  local idx = math.floor(now / tonumber(width))
+  local b = bucket(w, idx, tonumber(n), window_ttl)
+  redis.call('HINCRBY', w, b .. 'c', count)
+  redis.call('HINCRBYFLOAT', w, b .. 's', ms)
+  local pushed = {}
+  for v in string.gmatch(samples, '%S+') do table.insert(pushed, idx .. ':' .. v) end
+  if #pushed > 0 then
+    redis.call('LPUSH', lat, unpack(pushed))
+    redis.call('LTRIM', lat, 0, tonumber(kept) - 1)
+    redis.call('PEXPIRE', lat, window_ttl)
+  end
+end

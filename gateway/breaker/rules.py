@@ -86,7 +86,7 @@ class Breaker(Protocol):
         """Operator control (one of :data:`ACTIONS`); ``quiet``: tell no listener. Return the snapshot."""
 
     def forget_open(self) -> None:
-        """Drop any OPEN answer remembered to spare a round trip (a forced state changed elsewhere)."""
+        """Drop any OPEN or CLOSED answer remembered to spare a round trip (the state changed elsewhere)."""
 
     def push_held(self) -> None:
         """Hand over counts kept back to spare round trips (the stats flusher calls this)."""
@@ -100,6 +100,9 @@ class LocalBreaker(Breaker, Protocol):
     @property
     def forced(self) -> bool:
         """Whether an operator forced this breaker open (it holds until close or reset)."""
+
+    def count_successes(self, count: int) -> None:
+        """Count successes of a shared breaker's tickets that could not be told to Redis (no state effect)."""
 
 
 def should_open(calls: int, failures: int, settings: BreakerSettings) -> bool:

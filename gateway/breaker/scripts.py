@@ -27,7 +27,7 @@ from typing import Any
 from gateway.redis.link import RedisLink
 
 HERE = Path(__file__).parent
-NAMES = ("before", "after", "confirm", "snapshot", "force", "held")
+NAMES = ("before", "after", "confirm", "snapshot", "force", "held", "told")
 LuaValue = str | int | float | bool | None
 
 _DECLARED = re.compile(r"^-- (KEYS|ARGV)\.([a-z_][a-z0-9_]*) ", re.MULTILINE)
@@ -117,3 +117,4 @@ class BreakerScripts:
         self.snapshot = LuaScript(link, "snapshot")
         self.force = LuaScript(link, "force")
         self.held = LuaScript(link, "held")
+        self.told = LuaScript(link, "told")

@@ -33,6 +33,16 @@ A stalled or flaky Redis must not keep a healthy service shut out. These rules s
 * calls a process decided on its own breaker while Redis was unreachable are evidence: if the last
   of them succeeded after the circuit opened, the process says so at its next request and Redis
   closes the circuit, as a successful probe would.
+
+While the circuit is CLOSED a call costs no round trip. A process that Redis answered CLOSED holds
+that answer for HOLD_SECONDS (while its subscription to the breaker channel is live) and lets calls
+through on it; their successes, which never change a CLOSED circuit's state, are counted here and
+told in one script (``told.lua``) at least every TOLD_SECONDS while calls go on, with the next
+failure (so the rule that opens the circuit sees them), or with the stats flush. A failure is told
+at once. The script that opens a circuit announces it on the channel, and every process drops what it
+holds at that moment, so the next call anywhere meets the OPEN circuit; a forced state is announced
+the same way. So the window's successes of other processes may trail by up to TOLD_SECONDS; this
+process's own are in its snapshot at once.
 """
 
 from __future__ import annotations
@@ -65,7 +75,9 @@ from gateway.redis.link import RedisLink, StoreUnavailable
 from gateway.redis.subscription import Subscription
 
 STATE_TTL_MS = 86_400_000  # an idle breaker's state is forgotten after a day without traffic
-HOLD_SECONDS = 0.5  # how long a process may answer an OPEN circuit without asking Redis again
+HOLD_SECONDS = 0.5  # how long a process may act on an OPEN (or CLOSED) answer without asking Redis again
+TOLD_SECONDS = 0.1  # successes counted here reach Redis at least this often while calls go on
+TOLD_MAX = 256  # ... or once this many have gathered
 LATENCY_SAMPLES = 512
 ABANDONED_KEPT = 16  # calls whose lease may need freeing, named at the next request (the newest kept)
 
@@ -77,6 +89,30 @@ def _text(value: Any) -> str:
 def _float_or_none(value: Any) -> float | None:
     text = _text(value)
     return float(text) if text else None
+
+
+class _Told:
+    """Successes of calls let through on a held CLOSED answer, counted here until they are told to Redis."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ms = 0.0
+        self.samples: list[str] = []  # the newest LATENCY_SAMPLES latencies, ms
+        self.generation = ""
+        self.since = 0.0  # monotonic time of the first
+
+    def add(self, generation: str, latency_ms: float, now: float) -> None:
+        if not self.count:
+            self.generation, self.since = generation, now
+        self.count += 1
+        self.ms += latency_ms
+        if len(self.samples) < LATENCY_SAMPLES:
+            self.samples.append(repr(latency_ms))
+
+    def args(self) -> dict[str, LuaValue]:
+        """The ``told_*`` arguments of ``told.lua`` and ``after.lua``."""
+        return {"told_successes": self.count, "told_ms": round(self.ms, 3), "told_samples": " ".join(self.samples),
+                "told_generation": self.generation}
 
 
 class SharedBreaker(BreakerCalls):
@@ -94,6 +130,10 @@ class SharedBreaker(BreakerCalls):
         self._open_until = 0.0  # monotonic time until which a call is refused without asking Redis
         self._probe_at: float | None = None  # monotonic time the probe is due (None: forced open)
         self._held_rejects = 0  # refused here, not yet added to Redis's counters
+        self._closed_until = 0.0  # monotonic time until which a call goes ahead without asking Redis
+        self._closed_gen = ""  # the generation of the CLOSED answer held
+        self._told = _Told()  # successes counted here, not yet told to Redis
+        self._batching = subscription is not None and service.breaker.closed_hold > 0
         self.service = service
         self.settings = service.breaker
         self.fallback = fallback
@@ -110,6 +150,7 @@ class SharedBreaker(BreakerCalls):
             **asdict(self.settings), "bucket_width": width, "buckets": count,
             "window_ttl_ms": int((self.settings.rolling_window + width) * 1000) + 1000,
             "state_ttl_ms": STATE_TTL_MS, "lease_seconds": self._lease_seconds, "latency_samples": LATENCY_SAMPLES,
+            "channel": forced_channel(link), "service": service.name,
         }
         self._offset: float | None = None  # Redis's TIME minus the local clock, from the last reply
         self._abandoned: list[str] = []  # calls that may hold a lease nobody will hand back
@@ -150,7 +191,11 @@ class SharedBreaker(BreakerCalls):
             notify(self.listeners, "on_state_change", self.name, old, new)
 
     def before_call(self) -> Ticket:
-        """Ask Redis for a ticket (one EVALSHA); fall back to the local breaker if Redis is unavailable."""
+        """A ticket: on a held CLOSED answer, else from Redis (one EVALSHA), else from the local breaker."""
+        if self._closed_until:
+            if self._monotonic() < self._closed_until and self.subscription is not None and self.subscription.live:
+                return Ticket(self.name, False, ("redis", self._closed_gen, ""), self.fallback.clock())
+            self._closed_until = 0.0
         if self._open_until:
             self._refuse_if_held()
         held = self._held_rejects
@@ -185,8 +230,20 @@ class SharedBreaker(BreakerCalls):
             self._hold_open(_text(hold))
             notify(self.listeners, "on_reject", self.name)
             raise CircuitOpen(service=self.name, retry_after=int(retry_after))
+        if verdict == "go":
+            self._hold_closed(_text(gen))
         started = self.fallback.clock()
         return Ticket(self.name, verdict == "probe", ("redis", _text(gen), call_id), started)
+
+    def _hold_closed(self, gen: str) -> None:
+        """Remember a CLOSED answer for ``closed_hold`` seconds, while an opening anywhere would reach us."""
+        if self._batching and self.subscription is not None and self.subscription.ensure():
+            self._closed_gen, self._closed_until = gen, self._monotonic() + self.settings.closed_hold
+
+    def _saw_generation(self, current: Any) -> None:
+        """Drop a held CLOSED answer whose generation Redis no longer has (its keys were flushed or evicted)."""
+        if self._closed_until and _text(current) != self._closed_gen:
+            self._closed_until = 0.0
 
     @property
     def _lease_seconds(self) -> float:
@@ -245,10 +302,12 @@ class SharedBreaker(BreakerCalls):
         raise CircuitOpen(service=self.name, retry_after=retry_after)
 
     def push_held(self) -> None:
-        """Add the rejects answered here to Redis's counters now (the stats flusher calls this).
+        """Add the rejects answered and successes counted here to Redis's counters (the stats flusher calls this).
 
         Otherwise they would wait for this process's next call to reach Redis, which may never come.
         """
+        if self._told.count:
+            self._tell()
         held = self._held_rejects
         if held <= 0:
             return
@@ -265,8 +324,9 @@ class SharedBreaker(BreakerCalls):
             and self.subscription.live
 
     def forget_open(self) -> None:
-        """Drop the remembered OPEN answer (a forced state changed somewhere, or the subscription restarted)."""
+        """Drop the remembered OPEN or CLOSED answer (the state changed somewhere, or the subscription restarted)."""
         self._open_until = 0.0
+        self._closed_until = 0.0
 
     def after_call(self, ticket: Ticket, outcome: Outcome, latency_s: float) -> None:
         """Report a call's end to Redis (one EVALSHA), or to the local breaker while Redis is unavailable."""
@@ -275,24 +335,63 @@ class SharedBreaker(BreakerCalls):
         if not ours and self._offset is not None:  # decided here while Redis was unreachable
             self._proven = repr(self._local_now() + self._offset) if outcome is Outcome.SUCCESS else ""
         gen = generation[1] if ours else ""
+        latency_ms = round(latency_s * 1000, 3)
+        if ours and not ticket.probe and outcome is Outcome.SUCCESS and self._batching and self._link.is_up:
+            # A success never changes a CLOSED circuit: counted here, told in a batch (see the module's notes).
+            if self._told.count and self._told.generation != gen:
+                self._tell()
+            self._told.add(gen, latency_ms, self._monotonic())
+            if self._told.count >= TOLD_MAX or self._monotonic() - self._told.since >= TOLD_SECONDS:
+                self._tell()
+            notify(self.listeners, "on_call", self.name, outcome, latency_s)
+            return
         code = {Outcome.SUCCESS: "s", Outcome.FAILURE: "f", Outcome.TIMEOUT: "t"}[outcome]
+        told = self._told if not ticket.probe else _Told()
         args: dict[str, LuaValue] = {"generation": gen, "probe": ticket.probe, "outcome": code,
-                                     "latency_ms": round(latency_s * 1000, 3), "not_after": self._not_after()}
+                                     "latency_ms": latency_ms, "not_after": self._not_after(), **told.args()}
         try:
             # A probe's outcome is sent even while the link skips Redis: a stalled Redis runs it as it
             # wakes up (late, it still settles the state), before the calls that come after.
-            old, new, redis_now = self._run(self._scripts.after, args, always=ticket.probe)
+            old, new, redis_now, current = self._run(self._scripts.after, args, always=ticket.probe)
             self._saw_redis_time(redis_now)
+            self._saw_generation(current)
             if _text(old) == "stale":
                 raise StoreUnavailable("the outcome reached Redis too late")
         except StoreUnavailable:
+            if told is self._told:
+                self._lose_told()
             if ticket.probe and ours:
                 self._abandon(generation[2])  # its outcome is lost: free its lease at the next request
             # The local breaker ignores the state effect of a Redis ticket but still counts it.
             self.fallback.after_call(ticket, outcome, latency_s)
             return
+        if told is self._told:
+            self._told = _Told()
+        if _text(new) == OPEN:
+            self._closed_until = 0.0  # (the script announced it to every other process)
         notify(self.listeners, "on_call", self.name, outcome, latency_s)
         self._emit(old, new)
+
+    def _tell(self) -> None:
+        """Tell Redis the successes counted here (one EVALSHA)."""
+        told = self._told
+        try:
+            answer, redis_now, current = self._run(self._scripts.told, {"not_after": self._not_after(), **told.args()})
+            self._saw_redis_time(redis_now)
+            self._saw_generation(current)
+        except StoreUnavailable:
+            self._lose_told()
+            return
+        if _text(answer) == "stale":  # reached Redis after this process stopped waiting: not counted there
+            self._lose_told()
+            return
+        self._told = _Told()
+
+    def _lose_told(self) -> None:
+        """Telling failed: the local breaker counts the successes, as it counts a Redis ticket returned during an
+        outage; never sent again (Redis may have counted them before going quiet, and must not twice)."""
+        self.fallback.count_successes(self._told.count)
+        self._told = _Told()
 
     @property
     def state(self) -> str:
@@ -309,12 +408,16 @@ class SharedBreaker(BreakerCalls):
         state = fields[1] if fields[1] in (CLOSED, OPEN, HALF_OPEN) else CLOSED
         names = ("successes", "failures", "timeouts", "rejects")
         totals = {name: int(value or 0) for name, value in zip(names, fields[5:9], strict=True)}
-        totals["rejects"] += self._held_rejects  # refused here, added to Redis with the next call
-        window = WindowTotals(calls=int(fields[9]), failures=int(fields[10]), timeouts=int(fields[11]),
-                              rejects=int(fields[12]) + self._held_rejects, latency_ms=float(fields[13]))
+        # Refused or let through here, not yet told to Redis: this process's counts agree with its calls.
+        told = self._told
+        totals["rejects"] += self._held_rejects
+        totals["successes"] += told.count
+        window = WindowTotals(calls=int(fields[9]) + told.count, failures=int(fields[10]), timeouts=int(fields[11]),
+                              rejects=int(fields[12]) + self._held_rejects, latency_ms=float(fields[13]) + told.ms)
         return build_snapshot(
             state=state, forced=fields[4] == "1", totals=totals, window=window,
-            samples=[float(v) for v in fields[14:]], opened_at=_float_or_none(fields[2]),
+            samples=[*(float(v) for v in told.samples), *(float(v) for v in fields[14:])],
+            opened_at=_float_or_none(fields[2]),
             next_attempt_at=_float_or_none(fields[3]), store="redis",
         )
 
@@ -326,6 +429,8 @@ class SharedBreaker(BreakerCalls):
         if action not in ACTIONS:
             raise ValueError(f"unknown breaker action {action!r}")
         self.forget_open()
+        if self._told.count:
+            self._tell()  # before the counters may be reset
         try:
             old, new = self._run(self._scripts.force, {"action": action})
         except StoreUnavailable:

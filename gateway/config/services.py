@@ -96,6 +96,9 @@ class BreakerSettings:
     volume_threshold: int = option(3, whole, env="CB_VOLUME_THRESHOLD")
     reset_timeout: float = option(30.0, number, env="CB_RESET_TIMEOUT")
     rolling_window: float = option(10.0, positive, env="CB_ROLLING_WINDOW")
+    # With Redis: how long a worker lets calls through on Redis's CLOSED answer without asking again
+    # (their successes told in batches); 0 asks Redis before and after every call.
+    closed_hold: float = option(0.5, number, env="CB_CLOSED_HOLD")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def test_services_listing(app: Flask) -> None:
         "rewrite_redirects": True, "timeout_s": 10.0,
         "cache": {"enabled": True, "ttl_s": 300.0, "share_public_across_users": False},
         "breaker": {"error_threshold": 50.0, "volume_threshold": 3, "reset_timeout": 30.0, "rolling_window": 10.0,
+                    "closed_hold": 0.5,
                     "state": "CLOSED"},
         "health_check": {"path": "/health", "interval_s": 10.0, "timeout_s": 2.0, "expected_status": ["2xx"]},
         "rate_limit": None, "cors": None,

@@ -27,7 +27,11 @@ SNAPSHOT_FIELDS = {
 
 
 def breaker_settings(timeout: float = 10.0, **breaker: Any) -> Any:
-    """Settings with one extra service whose breaker uses ``breaker`` overrides."""
+    """Settings with one extra service whose breaker uses ``breaker`` overrides.
+
+    A shared breaker asks Redis on every call here (``closed_hold`` 0) unless a test holds CLOSED answers.
+    """
+    breaker = {"closed_hold": 0, **breaker}
     service = {"prefix": "/svc", "url": "http://127.0.0.1:9", "timeout": timeout, "breaker": breaker}
     return load_settings({}, {"services": {SERVICE: service}})
 

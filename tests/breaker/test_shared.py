@@ -416,3 +416,73 @@ def test_a_local_failure_after_the_success_tells_nothing(redis_server_session: A
         breaker.after_call(local, outcome, 0.01)
     with pytest.raises(CircuitOpen):
         breaker.before_call()  # the last word of the local calls was a failure: still OPEN
+
+
+# --- a CLOSED answer held (CB_CLOSED_HOLD) ---------------------------------------------------------
+
+def _evalshas(server: Any) -> int:
+    return int(server.client().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _holding(breaker: Any) -> None:
+    """Make calls until ``breaker`` holds Redis's CLOSED answer (once its subscription is confirmed), then tell all."""
+    deadline = time.monotonic() + 5
+    while not breaker._closed_until:
+        assert time.monotonic() < deadline, "never held the CLOSED answer"
+        breaker.after_call(breaker.before_call(), S, 0.01)
+        time.sleep(0.01)
+    breaker.push_held()
+
+
+def test_a_held_closed_circuit_costs_no_round_trip_and_tells_its_successes_in_one(
+        redis_server_session: Any, links: list[RedisLink]) -> None:
+    clock, prefix, settings = FakeClock(), new_prefix(), breaker_settings(closed_hold=0.5)
+    breaker, other = (BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock,
+                                      shared_clock=clock)[SERVICE] for _ in range(2))
+    _holding(breaker)
+    told = other.snapshot()["successes"]
+    before = _evalshas(redis_server_session)
+    for _ in range(50):
+        breaker.after_call(breaker.before_call(), S, 0.01)
+    assert _evalshas(redis_server_session) == before  # no round trip for 50 calls
+    assert breaker.snapshot()["successes"] == told + 50  # its own snapshot counts them at once
+    assert other.snapshot()["successes"] == told  # not told yet
+    clock.advance(0.2)  # past TOLD_SECONDS, within the hold
+    before = _evalshas(redis_server_session)
+    breaker.after_call(breaker.before_call(), S, 0.01)
+    assert _evalshas(redis_server_session) == before + 1  # one script tells all 51
+    snap = other.snapshot()
+    assert snap["successes"] == told + 51 and snap["window"]["calls"] >= 51
+    assert snap["latency_ms"]["p50"] == 10.0
+    clock.advance(0.5)  # the hold ends: the next call asks Redis again
+    before = _evalshas(redis_server_session)
+    breaker.before_call()
+    assert _evalshas(redis_server_session) == before + 1
+
+
+def test_an_opening_anywhere_ends_every_held_closed_answer(redis_server_session: Any,
+                                                            links: list[RedisLink]) -> None:
+    clock, prefix = FakeClock(), new_prefix()
+    settings = breaker_settings(closed_hold=60)  # only the announcement of the opening can end it in time
+    a = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock, shared_clock=clock)[SERVICE]
+    b = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock, shared_clock=clock)[SERVICE]
+    _holding(a)
+    _holding(b)
+    clock.advance(11)  # the successes so far leave the window; both hold on
+    for _ in range(2):
+        a.after_call(a.before_call(), S, 0.01)  # held: told with the failure below, before the rule is applied
+    for _ in range(3):
+        a.after_call(a.before_call(), F, 0.01)
+    snap = a.snapshot()
+    assert (snap["state"], snap["window"]["calls"], snap["window"]["failures"]) == (OPEN, 5, 3)
+    with pytest.raises(CircuitOpen):
+        a.before_call()  # the opener dropped its own hold at the reply
+    for _ in range(200):  # 2 s at most; fewer calls than TOLD_MAX, so b never has to ask Redis itself
+        try:
+            ticket = b.before_call()
+        except CircuitOpen:
+            break
+        b.after_call(ticket, S, 0.01)
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the other process never heard the circuit open")
