@@ -346,7 +346,9 @@ class SharedBreaker(BreakerCalls):
             notify(self.listeners, "on_call", self.name, outcome, latency_s)
             return
         code = {Outcome.SUCCESS: "s", Outcome.FAILURE: "f", Outcome.TIMEOUT: "t"}[outcome]
-        told = self._told if not ticket.probe else _Told()
+        told = _Told()
+        if not ticket.probe:  # taken before the round trip: calls ending meanwhile start the next batch
+            told, self._told = self._told, told
         args: dict[str, LuaValue] = {"generation": gen, "probe": ticket.probe, "outcome": code,
                                      "latency_ms": latency_ms, "not_after": self._not_after(), **told.args()}
         try:
@@ -358,15 +360,12 @@ class SharedBreaker(BreakerCalls):
             if _text(old) == "stale":
                 raise StoreUnavailable("the outcome reached Redis too late")
         except StoreUnavailable:
-            if told is self._told:
-                self._lose_told()
+            self._lose_told(told)
             if ticket.probe and ours:
                 self._abandon(generation[2])  # its outcome is lost: free its lease at the next request
             # The local breaker ignores the state effect of a Redis ticket but still counts it.
             self.fallback.after_call(ticket, outcome, latency_s)
             return
-        if told is self._told:
-            self._told = _Told()
         if _text(new) == OPEN:
             self._closed_until = 0.0  # (the script announced it to every other process)
         notify(self.listeners, "on_call", self.name, outcome, latency_s)
@@ -374,24 +373,23 @@ class SharedBreaker(BreakerCalls):
 
     def _tell(self) -> None:
         """Tell Redis the successes counted here (one EVALSHA)."""
-        told = self._told
+        # Taken before the round trip: calls ending meanwhile start the next batch, and no other
+        # request can send this one a second time.
+        told, self._told = self._told, _Told()
         try:
             answer, redis_now, current = self._run(self._scripts.told, {"not_after": self._not_after(), **told.args()})
             self._saw_redis_time(redis_now)
             self._saw_generation(current)
         except StoreUnavailable:
-            self._lose_told()
+            self._lose_told(told)
             return
         if _text(answer) == "stale":  # reached Redis after this process stopped waiting: not counted there
-            self._lose_told()
-            return
-        self._told = _Told()
+            self._lose_told(told)
 
-    def _lose_told(self) -> None:
+    def _lose_told(self, told: _Told) -> None:
         """Telling failed: the local breaker counts the successes, as it counts a Redis ticket returned during an
         outage; never sent again (Redis may have counted them before going quiet, and must not twice)."""
-        self.fallback.count_successes(self._told.count)
-        self._told = _Told()
+        self.fallback.count_successes(told.count)
 
     @property
     def state(self) -> str:

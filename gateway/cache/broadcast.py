@@ -60,6 +60,10 @@ class BroadcastMemoryStore:
         """See :meth:`MemoryStore.lock_and_read`."""
         return self.store.lock_and_read(name, lease)
 
+    def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
+        """See :meth:`MemoryStore.read_or_lock`."""
+        return self.store.read_or_lock(key, lease)
+
     def release(self, name: str, token: str) -> None:
         """See :meth:`MemoryStore.release`."""
         self.store.release(name, token)

@@ -48,6 +48,10 @@ class Inflight:
             self._events[name] = threading.Event()
             return None
 
+    def led(self, name: str) -> bool:
+        """Whether a request in this worker leads the fetch of ``name``."""
+        return name in self._events
+
     def leave(self, name: str) -> None:
         """End the lead of ``name`` and wake its waiters."""
         with self._lock:

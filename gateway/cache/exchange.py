@@ -46,6 +46,10 @@ class Cache(Protocol):
         """Where entries live, for ``X-Cache-Source``."""
         ...
 
+    def lookup_or_lead(self, call: ProxyCall) -> tuple[Found | None, Lead | None]:
+        """``lookup``, and on a miss the lead of the fetch when the same read could take it."""
+        ...
+
     def lookup(self, call: ProxyCall, *, partial: bool = False) -> Found | None:
         """The newest stored whole (or ``partial``) answer that matches ``call``."""
         ...
@@ -113,15 +117,21 @@ class ReadExchange(Exchange):
 
     def lookup(self, coalesce: bool = True) -> None:
         """Answer from the cache when allowed; otherwise prepare to go upstream (raises StoreUnavailable)."""
-        found = self.cache.lookup(self.call)
+        coalesce = coalesce and keys.coalescable(self.method, self.request_cc) \
+            and "only-if-cached" not in self.request_cc
+        if coalesce:
+            found, self.lead = self.cache.lookup_or_lead(self.call)  # a miss may come back led already
+        else:
+            found = self.cache.lookup(self.call)
         if found is not None and self._reuse(found):
             return
         if found is None and self.method == "GET" and (self._ranged or self.cache.may_hold_parts(self.call)) \
                 and self._from_partial():
+            self._release_lead()
             return
         if "only-if-cached" in self.request_cc:
             raise OnlyIfCached(service=self.call.service.name)
-        if coalesce and keys.coalescable(self.method, self.request_cc):
+        if coalesce and self.lead is None:
             self._coalesce()
 
     def _reuse(self, found: Found) -> bool:

@@ -156,6 +156,25 @@ class ResponseCache:
                 return Found(best, key)
         return None
 
+    def lookup_or_lead(self, call: ProxyCall) -> tuple[Found | None, Lead | None]:
+        """``lookup``; when nothing is stored under the request's one key, also the lead of its fetch,
+        the store's lock taken by the same read (a miss's lookup, lock and double-check in one round trip).
+
+        No lead (None) when another request leads, here or elsewhere, or the request has more than one
+        key (credentials): then ``coalesce`` decides as usual.
+        """
+        lookup_keys = self._lookup_keys(call)
+        name = lookup_keys[0][0]
+        if len(lookup_keys) != 1 or self._inflight.led(name):
+            return self.lookup(call), None
+        blobs, token = self.store.read_or_lock(name, call.service.timeout + 1.0)
+        if token is None:
+            return self.lookup(call, read=(name, blobs)), None
+        if self._inflight.join(name) is not None:  # a request here started leading meanwhile: it leads
+            self.release(Lead(name, token))
+            return None, None
+        return None, Lead(name, token)
+
     def _decode(self, blob: bytes) -> Entry | None:
         """``decode`` with a small memo: a hot entry's bytes are parsed and checked once, not on every hit."""
         if len(blob) > MEMO_MAX_BYTES:

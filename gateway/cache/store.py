@@ -130,6 +130,10 @@ class MemoryStore:
         """:meth:`try_lock`; nothing is read with it here (None: look the entry up as usual)."""
         return self.try_lock(name, lease), None
 
+    def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
+        """``key``'s variants and no lock (None: within one worker the cache's own events coalesce)."""
+        return self.get_variants(key), None
+
     def release(self, name: str, token: str) -> None:
         """Nothing to release in a per-worker store."""
 
@@ -146,6 +150,7 @@ class MemoryStore:
 # Loaded once, at import; each file's header names its KEYS and ARGV.
 PUT = LuaScript.beside(__file__, "put")
 LOCK_AND_READ = LuaScript.beside(__file__, "lock_and_read")
+READ_OR_LOCK = LuaScript.beside(__file__, "read_or_lock")
 DROP = LuaScript.beside(__file__, "drop")
 RELEASE = LuaScript.beside(__file__, "release")
 
@@ -206,11 +211,22 @@ class RedisStore:
         self._drop = DROP.register(link.client)
         self._release = RELEASE.register(link.client)
         self._lock_and_read = LOCK_AND_READ.register(link.client)
+        self._read_or_lock = READ_OR_LOCK.register(link.client)
 
     def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
         """Return every stored variant of ``key`` (``direct`` matters only to a tier in front)."""
         values = self.link.run(lambda c: c.hvals(self.names.entry(key)))
         return [v for v in values if isinstance(v, bytes)]
+
+    def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
+        """``key``'s variants; when it has none, also its coalescing lock taken in the same call (the token),
+        or None when another process holds it."""
+        token = uuid.uuid4().hex
+        reply = self.link.run(lambda c: self._read_or_lock(
+            c, entry=self.names.entry(key), lock=self.names.lock(key), token=token, lease_ms=max(1, int(lease * 1000))))
+        if reply and reply[0] == 1:
+            return [], token
+        return [v for v in reply[1:] if isinstance(v, bytes)], None
 
     def put(self, key: str, group: str, variant: str, blob: bytes, ttl: float,
             announce: tuple[str, bytes] | None = None, release: tuple[str, str] | None = None) -> bool:

@@ -70,16 +70,37 @@ class TieredStore:
                     return copy[1]
         generation = self._generation
         values = self.redis.get_variants(key)
-        # Misses are copied too (an open circuit then costs no round trip): every store announces its
-        # key, so a copy of a miss goes as soon as the entry exists. A read that a drop overtook on
-        # its way back from Redis is not kept.
+        self._keep(key, values, now, generation)
+        return values
+
+    def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
+        """A recent copy that holds variants; otherwise Redis's read-or-lock (and a copy of what it read)."""
+        listening = self.subscription.ensure()
+        now = self._monotonic()
+        if listening:
+            with self._lock:
+                copy = self._copies.get(key)
+                if copy is not None and copy[0] > now and copy[1]:
+                    self._copies.move_to_end(key)
+                    return copy[1], None
+        generation = self._generation
+        values, token = self.redis.read_or_lock(key, lease)
+        self._keep(key, values, now, generation)
+        return values, token
+
+    def _keep(self, key: str, values: list[bytes], now: float, generation: int) -> None:
+        """Keep a copy of what Redis answered for ``key``.
+
+        Misses are copied too (an open circuit then costs no round trip): every store announces its
+        key, so a copy of a miss goes as soon as the entry exists. A read that a drop overtook on its
+        way back from Redis is not kept.
+        """
         if self.subscription.live and generation == self._generation:
             with self._lock:
                 self._copies[key] = (now + self.bound, values)
                 self._copies.move_to_end(key)
                 while len(self._copies) > self.max_entries:
                     self._copies.popitem(last=False)
-        return values
 
     @property
     def origin(self) -> bytes:

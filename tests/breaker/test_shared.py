@@ -486,3 +486,27 @@ def test_an_opening_anywhere_ends_every_held_closed_answer(redis_server_session:
         time.sleep(0.01)
     else:
         raise AssertionError("the other process never heard the circuit open")
+
+
+def test_calls_that_end_while_successes_are_told_are_counted_once(redis_server_session: Any,
+                                                                 links: list[RedisLink]) -> None:
+    clock, prefix, settings = FakeClock(), new_prefix(), breaker_settings(closed_hold=0.5)
+    breaker, other = (BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock,
+                                      shared_clock=clock)[SERVICE] for _ in range(2))
+    _holding(breaker)
+    told = other.snapshot()["successes"]
+    original = breaker._scripts.told
+
+    def calls_end_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        breaker._scripts.told = original
+        for _ in range(3):  # other requests of this process end while the batch is on its way
+            breaker.after_call(breaker.before_call(), S, 0.01)
+        return original(*args, **kwargs)
+
+    breaker._scripts.told = calls_end_meanwhile
+    for _ in range(5):
+        breaker.after_call(breaker.before_call(), S, 0.01)
+    clock.advance(0.2)
+    breaker.after_call(breaker.before_call(), S, 0.01)  # tells these 6
+    breaker.push_held()  # and then the 3
+    assert other.snapshot()["successes"] == told + 9

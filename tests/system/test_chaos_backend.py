@@ -63,7 +63,9 @@ def check_breaker_rule(load: Load, logs: list[dict], windows: list[tuple[str, fl
 
     The gateway's log tells, per request id, the breaker state each request met. Before opening,
     the failures reaching the service can exceed the successes of the rolling window (plus one)
-    only by the requests already in flight; after that only probes (HALF_OPEN) reach it.
+    only by the requests already in flight, and by those another worker let through on its held
+    CLOSED answer before the opening reached it (at most one in flight each: the first one's reply
+    ends the hold); after that only probes (HALF_OPEN) reach it.
     """
     met = {entry.get("request_id"): entry.get("breaker") for entry in logs}
     assert wait_for(lambda: all(a.request_id in met for a in load.answers[-20:]), 2.0)
@@ -74,7 +76,7 @@ def check_breaker_rule(load: Load, logs: list[dict], windows: list[tuple[str, fl
         closed_failures = [a for a in phase if met.get(a.request_id) == "CLOSED" and upstream_failed(a)]
         probes = [a for a in phase if met.get(a.request_id) == "HALF_OPEN"]
         assert any(met.get(a.request_id) == "OPEN" for a in phase), f"{fault}: nothing was rejected"
-        assert len(closed_failures) <= len(window) + 1 + load.threads, (fault, len(closed_failures), len(window))
+        assert len(closed_failures) <= len(window) + 1 + 2 * load.threads, (fault, len(closed_failures), len(window))
         assert len(probes) <= math.ceil((end - start) / RESET) + 1, (fault, len(probes))
         figures[fault].update(failures_before_open=len(closed_failures), window_successes=len(window),
                               probes=len(probes))
