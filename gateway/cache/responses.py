@@ -170,8 +170,14 @@ class ResponseCache:
         blobs, token = self.store.read_or_lock(name, call.service.timeout + 1.0)
         if token is None:
             return self.lookup(call, read=(name, blobs)), None
-        if self._inflight.join(name) is not None:  # a request here started leading meanwhile: it leads
-            self.release(Lead(name, token))
+        if self._inflight.join(name) is not None:
+            # A request here began to lead between our read and now (threads; under gevent nothing runs
+            # in between): it leads, and the store lock goes to it. Only the store lock is let go, never
+            # its in-process lead (``release`` would wake its waiters as if it were done).
+            try:
+                self.store.release(name, token)
+            except StoreUnavailable:
+                pass  # the lease runs out by itself
             return None, None
         return None, Lead(name, token)
 

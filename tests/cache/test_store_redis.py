@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.redis.link import RedisLink
-from tests.support.cache import Gateway, Reply, new_prefix, redis_cache
+from tests.support.cache import Gateway, Reply, make_call, new_prefix, redis_cache
 from tests.support.chaos import wait_for
 
 
@@ -320,6 +320,25 @@ def test_the_leader_finds_what_another_process_stored_while_it_took_the_lock(red
     first.cache.store.lock_and_read = lock_after_the_other_stored  # type: ignore[method-assign]
     assert first.request("/orders/raced").cache == "HIT"  # the double-check read with the lock found it
     assert len(first.upstream_calls) == 0 and len(second.upstream_calls) == 1
+
+
+def test_a_lead_begun_here_between_the_read_and_the_join_is_left_to_its_leader(redis_server_session: Any,
+                                                                             links: list[RedisLink]) -> None:
+    """With threads, another request of this worker may begin to lead right after our read took the lock."""
+    cache = gateway_on(redis_server_session, links).cache
+    read, leads = cache.store.read_or_lock, []
+
+    def another_request_leads_meanwhile(key: str, lease: float) -> Any:
+        values, token = read(key, lease)
+        leads.append((key, cache._inflight.join(key)))  # None: that request now leads in this worker
+        return values, token
+
+    cache.store.read_or_lock = another_request_leads_meanwhile  # type: ignore[method-assign]
+    assert cache.lookup_or_lead(make_call("/orders/raced-here")) == (None, None)
+    [(name, event)] = leads
+    assert event is None
+    assert cache._inflight.led(name)  # still its lead: its waiters were not woken as if it were done
+    assert not cache.store.is_locked(name)  # and the store lock was let go, for it to take
 
 
 def test_a_leaders_lock_is_released_even_while_the_link_skips_redis(redis_server_session: Any,
