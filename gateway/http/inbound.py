@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from gateway.config.settings import ServiceConfig, Settings
 from gateway.errors import BadPath, InvalidJSON, NotImplementedFeature, PayloadTooLarge
+from gateway.http.ids import new_request_id
 from gateway.http.server import INTERIM_KEY
 from gateway.messages import Headers, ProxyCall
 
@@ -44,7 +44,7 @@ def request_id_from(environ: Mapping[str, Any]) -> str:
     given = environ.get("HTTP_X_REQUEST_ID")
     if given and REQUEST_ID.fullmatch(given):
         return str(given)
-    return os.urandom(16).hex()  # 128 random bits, as uuid4 without building a UUID
+    return new_request_id()
 
 
 def raw_target(environ: Mapping[str, Any]) -> str:

@@ -21,7 +21,6 @@ This module reads and serves the connection; what the parser has of one request 
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import sys
@@ -33,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from gateway import errors
+from gateway.http.ids import new_request_id
 from gateway.http.parsed import Input, Request
 from gateway.http.writer import Writer, http_date
 
@@ -312,7 +312,7 @@ class Connection:
 
     def answer_refusal(self, error: errors.GatewayError) -> None:
         """Send what the parser refused as the JSON envelope, then let the connection close."""
-        status, headers, body = errors.error_answer(error, os.urandom(16).hex())
+        status, headers, body = errors.error_answer(error, new_request_id())
         head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error"))]
         for name, value in [*headers, ("Connection", "close")]:
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
