@@ -14,8 +14,33 @@ from gateway.config.settings import ServiceConfig
 Headers = list[tuple[str, str]]
 
 
+class IndexedHeaders(list[tuple[str, str]]):
+    """A client's headers, indexed once by lower-case name: a request asks for a dozen by name on its way
+    (credentials, directives, conditionals, ``Range``, ``Vary``), each a scan lowering every name otherwise.
+
+    Built once the request is parsed and not changed after (a change would not reach the index).
+    """
+
+    __slots__ = ("by_name",)
+
+    def __init__(self, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(headers)
+        by_name: dict[str, list[str]] = {}
+        for key, value in self:
+            lowered = key.lower()
+            found = by_name.get(lowered)
+            if found is None:
+                by_name[lowered] = [value]
+            else:
+                found.append(value)
+        self.by_name = by_name
+
+
 def header_value(headers: Headers, name: str) -> str | None:
     """Return the first value of header ``name`` (case-insensitive), or None."""
+    if type(headers) is IndexedHeaders:
+        found = headers.by_name.get(name.lower())
+        return found[0] if found else None
     lname = name.lower()
     for key, value in headers:
         if key.lower() == lname:
@@ -25,6 +50,8 @@ def header_value(headers: Headers, name: str) -> str | None:
 
 def header_values(headers: Headers, name: str) -> list[str]:
     """Return every value of header ``name`` (case-insensitive), in order."""
+    if type(headers) is IndexedHeaders:
+        return list(headers.by_name.get(name.lower(), ()))
     lname = name.lower()
     return [value for key, value in headers if key.lower() == lname]
 

@@ -17,7 +17,7 @@ from gateway.config.settings import ServiceConfig, Settings
 from gateway.errors import BadPath, InvalidJSON, NotImplementedFeature, PayloadTooLarge
 from gateway.http.ids import new_request_id
 from gateway.http.server import INTERIM_KEY
-from gateway.messages import Headers, ProxyCall
+from gateway.messages import Headers, IndexedHeaders, ProxyCall
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import InputStream
@@ -235,7 +235,7 @@ def build_call(environ: Mapping[str, Any], service: ServiceConfig, settings: Set
     forwarded_for = f"{given_for}, {peer}" if trusted and given_for else peer
     proto = (trusted and environ.get("HTTP_X_FORWARDED_PROTO")) or environ.get("wsgi.url_scheme", "http")
     forwarded_host = (trusted and environ.get("HTTP_X_FORWARDED_HOST")) or host
-    headers = end_to_end(received)
+    headers = IndexedHeaders(end_to_end(received))
     dropped = NOT_FORWARDED_TRUSTED if trusted else NOT_FORWARDED
     kept = [(k, v) for k, v in headers if k.lower() not in dropped]
     via = environ.get("HTTP_VIA")

