@@ -198,7 +198,9 @@ class SharedBreaker(BreakerCalls):
             self._closed_until = 0.0
         if self._open_until:
             self._refuse_if_held()
-        held = self._held_rejects
+        # Taken before the round trip, as a batch of successes is: a snapshot read meanwhile (another
+        # request, in the same process) must not add them to counts Redis may already hold.
+        held, self._held_rejects = self._held_rejects, 0
         call_id = f"{os.getpid()}.{id(self):x}.{next(self._call_ids)}"
         abandoned, proven = self._abandoned, self._proven
         sent = self._link.is_up  # otherwise the link refuses at once, and Redis never hears of this call
@@ -213,6 +215,7 @@ class SharedBreaker(BreakerCalls):
             if _text(verdict) == "probe":
                 verdict = self._confirm(call_id)
         except StoreUnavailable:
+            self._held_rejects += held  # sent again with a later call, as before the round trip
             if sent:
                 self._abandon(call_id)  # Redis may have granted it the lease before going quiet
             return self._fallback_before_call()
@@ -220,7 +223,6 @@ class SharedBreaker(BreakerCalls):
         if self._proven == proven:
             self._proven = ""  # told
         self._on_fallback = False
-        self._held_rejects -= held
         self._emit(old, new)
         verdict = _text(verdict)
         if verdict == "lost":  # another call has the probe by now
@@ -308,14 +310,13 @@ class SharedBreaker(BreakerCalls):
         """
         if self._told.count:
             self._tell()
-        held = self._held_rejects
+        held, self._held_rejects = self._held_rejects, 0  # taken before the round trip (see before_call)
         if held <= 0:
             return
         try:
             self._run(self._scripts.held, {"held_rejects": held})
         except StoreUnavailable:
-            return
-        self._held_rejects -= held
+            self._held_rejects += held
 
     @property
     def refusing(self) -> bool:

@@ -510,3 +510,55 @@ def test_calls_that_end_while_successes_are_told_are_counted_once(redis_server_s
     breaker.after_call(breaker.before_call(), S, 0.01)  # tells these 6
     breaker.push_held()  # and then the 3
     assert other.snapshot()["successes"] == told + 9
+
+
+def _holding_open(redis_server_session: Any, links: list[RedisLink]) -> Any:
+    """A breaker that opened, asked Redis once (a reject counted there) and refused 3 more calls itself."""
+    clock = FakeClock()
+    link = link_to(redis_server_session, links, new_prefix(), socket_timeout=2.0)
+    breaker = BreakerRegistry(breaker_settings(), link, clock, shared_clock=clock)[SERVICE]
+    deadline = time.monotonic() + 5
+    while not breaker.subscription.ensure():  # an OPEN answer is held only once the subscription is live
+        assert time.monotonic() < deadline, "the subscription never went live"
+        time.sleep(0.01)
+    for _ in range(3):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    for _ in range(4):
+        with pytest.raises(CircuitOpen):
+            breaker.before_call()  # the first asks Redis, the other 3 are refused here
+    assert breaker._held_rejects == 3
+    return breaker
+
+
+def _snapshot_after(breaker: Any, name: str, seen: list[int]) -> None:
+    """Wrap one of ``breaker``'s scripts: once Redis has run it, read the snapshot before the reply is taken in
+    (as another request of the same process may, while the caller waits for its round trip)."""
+    original = getattr(breaker._scripts, name)
+
+    def then_read(*args: Any, **kwargs: Any) -> Any:
+        reply = original(*args, **kwargs)
+        setattr(breaker._scripts, name, original)
+        seen.append(breaker.snapshot()["rejects"])
+        return reply
+
+    setattr(breaker._scripts, name, then_read)
+
+
+def test_rejects_on_their_way_to_redis_are_never_counted_twice(redis_server_session: Any,
+                                                               links: list[RedisLink]) -> None:
+    breaker, seen = _holding_open(redis_server_session, links), []
+    _snapshot_after(breaker, "held", seen)
+    breaker.push_held()  # the stats flusher's push of the 3
+    assert seen == [4]
+    assert breaker.snapshot()["rejects"] == 4
+
+
+def test_rejects_sent_with_a_call_are_never_counted_twice(redis_server_session: Any,
+                                                          links: list[RedisLink]) -> None:
+    breaker, seen = _holding_open(redis_server_session, links), []
+    breaker.forget_open()  # the next call asks Redis again, carrying the 3
+    _snapshot_after(breaker, "before", seen)
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    assert seen == [5]
+    assert breaker.snapshot()["rejects"] == 5
