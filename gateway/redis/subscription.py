@@ -9,8 +9,10 @@ subscription was down can never leave a stale copy in use.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -38,11 +40,32 @@ class Subscription:
         self._live = False
         self._stopped = False
         self._lock = threading.Lock()
+        self._socket: _socket.socket | None = None  # the live subscription's own socket (see ``quiet``)
 
     @property
     def live(self) -> bool:
         """True while every message published on the channel reaches this process."""
         return self._live
+
+    def quiet(self) -> bool:
+        """True when nothing waits on the live subscription's socket: every message Redis sent reached ``on_message``.
+
+        A copy kept on the word of this subscription can be stale for as long as a message waits to be read:
+        Redis sends it before it answers the command that published it, but the listener may run only after
+        a request that came in meanwhile. One non-blocking peek (no wait, no switch to another greenlet).
+        """
+        sock = self._socket
+        if sock is None or not self._live:
+            return False
+        if sock.gettimeout() != 0.0:
+            return True  # not gevent's non-blocking socket: a peek could wait, so the listener's word is taken as is
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # a byte waits, or the socket closed (b""): not quiet either way
 
     def ensure(self) -> bool:
         """Start the listener in this process if needed (threads do not survive a fork); return ``live``."""
@@ -72,6 +95,7 @@ class Subscription:
                 pubsub.subscribe(self.channel)
                 self._await_confirmation(pubsub)
                 self.on_reset()
+                self._socket = _raw_socket(pubsub)
                 self._live = True
                 while not self._stopped:
                     message = pubsub.get_message(timeout=POLL_SECONDS)
@@ -82,6 +106,7 @@ class Subscription:
                 log.debug("subscription to %s lost", self.channel, exc_info=True)
             finally:
                 self._live = False
+                self._socket = None
                 self.on_reset()
                 if pubsub is not None:
                     try:
@@ -100,3 +125,11 @@ class Subscription:
             if message is not None and message.get("type") == "subscribe":
                 return
         raise StoreUnavailable("no subscription confirmation from Redis")
+
+
+def _raw_socket(pubsub: Any) -> _socket.socket | None:
+    """The OS socket under a redis-py PubSub's connection (gevent's wrapper would wait, not answer at once)."""
+    connection = getattr(pubsub, "connection", None)
+    sock = getattr(connection, "_sock", None)
+    raw = getattr(sock, "_sock", sock)  # gevent's socket holds the OS one as ``_sock``
+    return raw if isinstance(raw, _socket.socket) else None

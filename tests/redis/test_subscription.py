@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.redis.link import RedisLink
 from gateway.redis.subscription import Subscription
 from tests.support.chaos import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_subscription_goes_live_and_hears_what_is_published(redis_server_session: Any) -> None:
@@ -45,3 +50,45 @@ def test_a_subscription_is_not_live_while_redis_is_gone(redis_server: Any) -> No
     finally:
         sub.stop()
         link.close()
+
+
+QUIET_UNDER_GEVENT = r"""
+from gevent import monkey
+monkey.patch_all()
+import sys, gevent
+from gateway.redis.link import RedisLink
+from gateway.redis.subscription import Subscription
+
+link = RedisLink(sys.argv[1], "gw-sub-quiet:")
+heard = []
+sub = Subscription(link, link.key("channel"), heard.append, lambda: None)
+sub.ensure()
+for _ in range(500):
+    if sub.live:
+        break
+    gevent.sleep(0.01)
+assert sub.live and sub.quiet(), "live and nothing waiting"
+# Published over a blocking socket: this greenlet never yields, so the listener cannot run meanwhile.
+# Redis sends the message to the subscriber before it answers PUBLISH.
+blocking = monkey.get_original("socket", "socket")()
+where = link.client.connection_pool.connection_kwargs
+blocking.connect((where["host"], where["port"]))
+channel = link.key("channel").encode()
+blocking.sendall(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$6\r\nopened\r\n" % (len(channel), channel))
+assert blocking.recv(64).startswith(b":1"), "one subscriber heard it"
+assert not sub.quiet(), "the message waits unread: not quiet"
+assert heard == [], "the listener has not run yet (no switch since the publish)"
+for _ in range(500):
+    if heard:
+        break
+    gevent.sleep(0.01)
+assert heard == [b"opened"] and sub.quiet(), (heard, sub.quiet())
+print("ok")
+"""
+
+
+def test_a_message_that_waits_unread_makes_the_subscription_not_quiet(redis_server_session: Any) -> None:
+    # Under gevent, as in a worker: the listener is a greenlet that reads only when this one waits.
+    done = subprocess.run([sys.executable, "-c", QUIET_UNDER_GEVENT, redis_server_session.url],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
