@@ -193,7 +193,7 @@ class SharedBreaker(BreakerCalls):
     def before_call(self) -> Ticket:
         """A ticket: on a held CLOSED answer, else from Redis (one EVALSHA), else from the local breaker."""
         if self._closed_until:
-            # quiet: no announcement waits unread (an opening Redis sent before answering the call that
+            # quiet: no announcement waits unread (an opening Redis wrote with its answer to the call that
             # opened it, while this request came in first).
             if self._monotonic() < self._closed_until and self.subscription is not None and self.subscription.quiet():
                 return Ticket(self.name, False, ("redis", self._closed_gen, ""), self.fallback.clock())

@@ -51,8 +51,8 @@ class Subscription:
         """True when nothing waits on the live subscription's socket: every message Redis sent reached ``on_message``.
 
         A copy kept on the word of this subscription can be stale for as long as a message waits to be read:
-        Redis sends it before it answers the command that published it, but the listener may run only after
-        a request that came in meanwhile. One non-blocking peek (no wait, no switch to another greenlet).
+        Redis writes it in the same pass as its answer to the command that published it, but the listener
+        may run only after a request that came in meanwhile. One non-blocking peek (no wait, no switch).
         """
         sock = self._socket
         if sock is None or not self._live:

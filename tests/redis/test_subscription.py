@@ -69,13 +69,16 @@ for _ in range(500):
     gevent.sleep(0.01)
 assert sub.live and sub.quiet(), "live and nothing waiting"
 # Published over a blocking socket: this greenlet never yields, so the listener cannot run meanwhile.
-# Redis sends the message to the subscriber before it answers PUBLISH.
+# Redis writes the message in the same pass as its answer to PUBLISH (Redis 7: just after it), so the
+# bytes are awaited on the subscription's socket with the OS's own select, which does not yield either.
 blocking = monkey.get_original("socket", "socket")()
 where = link.client.connection_pool.connection_kwargs
 blocking.connect((where["host"], where["port"]))
 channel = link.key("channel").encode()
 blocking.sendall(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$6\r\nopened\r\n" % (len(channel), channel))
 assert blocking.recv(64).startswith(b":1"), "one subscriber heard it"
+readable, _, _ = monkey.get_original("select", "select")([sub._socket], [], [], 5.0)
+assert readable, "the message never reached the subscription's socket"
 assert not sub.quiet(), "the message waits unread: not quiet"
 assert heard == [], "the listener has not run yet (no switch since the publish)"
 for _ in range(500):
