@@ -38,11 +38,12 @@ While the circuit is CLOSED a call costs no round trip. A process that Redis ans
 that answer for HOLD_SECONDS (while its subscription to the breaker channel is live) and lets calls
 through on it; their successes, which never change a CLOSED circuit's state, are counted here and
 told in one script (``told.lua``) at least every TOLD_SECONDS while calls go on, with the next
-failure (so the rule that opens the circuit sees them), or with the stats flush. A failure is told
-at once. The script that opens a circuit announces it on the channel, and every process drops what it
-holds at that moment, so the next call anywhere meets the OPEN circuit; a forced state is announced
-the same way. So the window's successes of other processes may trail by up to TOLD_SECONDS; this
-process's own are in its snapshot at once.
+failure (so the rule that opens the circuit sees them; a failure waits for a batch already on its
+way, see ``gateway.breaker.batch``), or with the stats flush. A failure is told at once. The script
+that opens a circuit announces it on the channel, and every process drops what it holds at that
+moment, so the next call anywhere meets the OPEN circuit; a forced state is announced the same way.
+So the window's successes of other processes may trail by up to TOLD_SECONDS; this process's own are
+in its snapshot at once.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from gateway.breaker.batch import LATENCY_SAMPLES, Batches, Told
 from gateway.breaker.rules import (
     ACTIONS,
     CLOSED,
@@ -76,9 +78,6 @@ from gateway.redis.subscription import Subscription
 
 STATE_TTL_MS = 86_400_000  # an idle breaker's state is forgotten after a day without traffic
 HOLD_SECONDS = 0.5  # how long a process may act on an OPEN (or CLOSED) answer without asking Redis again
-TOLD_SECONDS = 0.1  # successes counted here reach Redis at least this often while calls go on
-TOLD_MAX = 256  # ... or once this many have gathered
-LATENCY_SAMPLES = 512
 ABANDONED_KEPT = 16  # calls whose lease may need freeing, named at the next request (the newest kept)
 
 
@@ -89,30 +88,6 @@ def _text(value: Any) -> str:
 def _float_or_none(value: Any) -> float | None:
     text = _text(value)
     return float(text) if text else None
-
-
-class _Told:
-    """Successes of calls let through on a held CLOSED answer, counted here until they are told to Redis."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.ms = 0.0
-        self.samples: list[str] = []  # the newest LATENCY_SAMPLES latencies, ms
-        self.generation = ""
-        self.since = 0.0  # monotonic time of the first
-
-    def add(self, generation: str, latency_ms: float, now: float) -> None:
-        if not self.count:
-            self.generation, self.since = generation, now
-        self.count += 1
-        self.ms += latency_ms
-        if len(self.samples) < LATENCY_SAMPLES:
-            self.samples.append(repr(latency_ms))
-
-    def args(self) -> dict[str, LuaValue]:
-        """The ``told_*`` arguments of ``told.lua`` and ``after.lua``."""
-        return {"told_successes": self.count, "told_ms": round(self.ms, 3), "told_samples": " ".join(self.samples),
-                "told_generation": self.generation}
 
 
 class SharedBreaker(BreakerCalls):
@@ -132,7 +107,7 @@ class SharedBreaker(BreakerCalls):
         self._held_rejects = 0  # refused here, not yet added to Redis's counters
         self._closed_until = 0.0  # monotonic time until which a call goes ahead without asking Redis
         self._closed_gen = ""  # the generation of the CLOSED answer held
-        self._told = _Told()  # successes counted here, not yet told to Redis
+        self._batches = Batches()  # successes counted here, not yet told to Redis
         self._batching = subscription is not None and service.breaker.closed_hold > 0
         self.service = service
         self.settings = service.breaker
@@ -310,7 +285,7 @@ class SharedBreaker(BreakerCalls):
 
         Otherwise they would wait for this process's next call to reach Redis, which may never come.
         """
-        if self._told.count:
+        if self._batches.counting.count:
             self._tell()
         held, self._held_rejects = self._held_rejects, 0  # taken before the round trip (see before_call)
         if held <= 0:
@@ -341,17 +316,19 @@ class SharedBreaker(BreakerCalls):
         latency_ms = round(latency_s * 1000, 3)
         if ours and not ticket.probe and outcome is Outcome.SUCCESS and self._batching and self._link.is_up:
             # A success never changes a CLOSED circuit: counted here, told in a batch (see the module's notes).
-            if self._told.count and self._told.generation != gen:
+            counting = self._batches.counting
+            if counting.count and counting.generation != gen:
                 self._tell()
-            self._told.add(gen, latency_ms, self._monotonic())
-            if self._told.count >= TOLD_MAX or self._monotonic() - self._told.since >= TOLD_SECONDS:
+            self._batches.counting.add(gen, latency_ms, self._monotonic())
+            if self._batches.due(self._monotonic()):
                 self._tell()
             notify(self.listeners, "on_call", self.name, outcome, latency_s)
             return
         code = {Outcome.SUCCESS: "s", Outcome.FAILURE: "f", Outcome.TIMEOUT: "t"}[outcome]
-        told = _Told()
+        told = Told()
         if not ticket.probe:  # taken before the round trip: calls ending meanwhile start the next batch
-            told, self._told = self._told, told
+            # and after the batch on its way, if any, has been answered (see gateway.breaker.batch)
+            told = self._batches.take_for_failure(self._link.socket_timeout)
         args: dict[str, LuaValue] = {"generation": gen, "probe": ticket.probe, "outcome": code,
                                      "latency_ms": latency_ms, "not_after": self._not_after(), **told.args()}
         try:
@@ -376,9 +353,9 @@ class SharedBreaker(BreakerCalls):
 
     def _tell(self) -> None:
         """Tell Redis the successes counted here (one EVALSHA)."""
-        # Taken before the round trip: calls ending meanwhile start the next batch, and no other
-        # request can send this one a second time.
-        told, self._told = self._told, _Told()
+        told = self._batches.take()
+        if not told.count:  # another request took it first
+            return
         try:
             answer, redis_now, current = self._run(self._scripts.told, {"not_after": self._not_after(), **told.args()})
             self._saw_redis_time(redis_now)
@@ -386,10 +363,12 @@ class SharedBreaker(BreakerCalls):
         except StoreUnavailable:
             self._lose_told(told)
             return
+        finally:
+            told.done()
         if _text(answer) == "stale":  # reached Redis after this process stopped waiting: not counted there
             self._lose_told(told)
 
-    def _lose_told(self, told: _Told) -> None:
+    def _lose_told(self, told: Told) -> None:
         """Telling failed: the local breaker counts the successes, as it counts a Redis ticket returned during an
         outage; never sent again (Redis may have counted them before going quiet, and must not twice)."""
         self.fallback.count_successes(told.count)
@@ -410,7 +389,7 @@ class SharedBreaker(BreakerCalls):
         names = ("successes", "failures", "timeouts", "rejects")
         totals = {name: int(value or 0) for name, value in zip(names, fields[5:9], strict=True)}
         # Refused or let through here, not yet told to Redis: this process's counts agree with its calls.
-        told = self._told
+        told = self._batches.counting
         totals["rejects"] += self._held_rejects
         totals["successes"] += told.count
         window = WindowTotals(calls=int(fields[9]) + told.count, failures=int(fields[10]), timeouts=int(fields[11]),
@@ -430,7 +409,7 @@ class SharedBreaker(BreakerCalls):
         if action not in ACTIONS:
             raise ValueError(f"unknown breaker action {action!r}")
         self.forget_open()
-        if self._told.count:
+        if self._batches.counting.count:
             self._tell()  # before the counters may be reset
         try:
             old, new = self._run(self._scripts.force, {"action": action})

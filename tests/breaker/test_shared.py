@@ -7,6 +7,7 @@ tests at the end use Redis's own TIME with sub-second settings.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any
 
@@ -562,3 +563,36 @@ def test_rejects_sent_with_a_call_are_never_counted_twice(redis_server_session: 
         breaker.before_call()
     assert seen == [5]
     assert breaker.snapshot()["rejects"] == 5
+
+
+def test_a_failure_follows_the_successes_on_their_way_to_redis(redis_server_session: Any,
+                                                               links: list[RedisLink]) -> None:
+    """One success then two failures open the circuit (3 calls the minimum), even when the stats flusher's
+    batch with the success is still on its way as the failures end: each failure waits for its answer."""
+    clock, prefix = FakeClock(), new_prefix()
+    settings = breaker_settings(closed_hold=60)
+    breaker = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock,
+                              shared_clock=clock)[SERVICE]
+    _holding(breaker)
+    clock.advance(11)  # the successes so far leave the window; the hold goes on
+    breaker.after_call(breaker.before_call(), S, 0.01)  # held: counted here
+    original, on_its_way, go = breaker._scripts.told, threading.Event(), threading.Event()
+
+    def held_back(*args: Any, **kwargs: Any) -> Any:
+        breaker._scripts.told = original
+        on_its_way.set()
+        go.wait(0.5)  # until the failures have been sent, or (waited for) half a second at most
+        return original(*args, **kwargs)
+
+    breaker._scripts.told = held_back
+    flusher = threading.Thread(target=breaker.push_held)  # the stats flush, in its own thread
+    flusher.start()
+    assert on_its_way.wait(5)
+    for _ in range(2):
+        breaker.after_call(breaker.before_call(), F, 0.01)
+    go.set()
+    flusher.join(5)
+    snap = breaker.snapshot()
+    assert (snap["state"], snap["window"]["calls"], snap["window"]["failures"]) == (OPEN, 3, 2)
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
