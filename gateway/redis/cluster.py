@@ -10,7 +10,8 @@ replica). Two things it does not do are done here:
   :class:`LazyCluster` stands in for the client until a seed answers, and failures to make it are
   connection errors like any other (the link skips Redis for a moment and tries again);
 * each node's connections come from a blocking pool, as for one Redis: under gevent hundreds of
-  greenlets may want a node at once, and redis-py's default pool raises past its size.
+  greenlets may want a node at once, and redis-py's default pool raises past its size (the pool is
+  ``gateway.redis.pool``'s, with its lighter lease).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from gateway.config.redis import RedisClusterNodes
+from gateway.redis.pool import LeanBlockingPool
 
 
 class LazyCluster:
@@ -84,7 +86,7 @@ def cluster_client(cluster: RedisClusterNodes, max_connections: int, socket_time
     return RedisCluster(
         url=f"{'rediss' if cluster.tls else 'redis'}://{netloc}",
         startup_nodes=[ClusterNode(h, p) for h, p in others],
-        connection_pool_class=redis.BlockingConnectionPool,
+        connection_pool_class=LeanBlockingPool,
         max_connections=max_connections,
         timeout=socket_timeout,  # the longest a greenlet waits for a free connection to a node
         socket_timeout=socket_timeout,

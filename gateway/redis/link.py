@@ -31,6 +31,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from gateway.config.redis import RedisClusterNodes, RedisSentinel
 from gateway.config.settings import Settings
 from gateway.redis.cluster import LazyCluster, cluster_client
+from gateway.redis.pool import LeanBlockingPool
 
 T = TypeVar("T")
 
@@ -46,15 +47,15 @@ class StoreUnavailable(Exception):
     """Redis cannot be used right now; callers fall back (bypass the cache, local breaker)."""
 
 
-class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+class BlockingSentinelConnectionPool(SentinelConnectionPool, LeanBlockingPool):
     """redis-py's Sentinel pool (connections follow the master) on its blocking pool's queue.
 
     redis-py's ``SentinelConnectionPool`` is a plain ``ConnectionPool``: past ``max_connections`` it
     raises ``Too many connections`` at once, which under gevent (hundreds of greenlets wanting Redis in
-    a burst) would mark the link down and bypass the cache for everyone. Putting
-    ``BlockingConnectionPool`` next in the method order makes a greenlet wait (up to ``timeout``) for a
-    free connection instead; everything Sentinel-specific (master discovery on connect, dropping
-    connections to a demoted master) stays redis-py's.
+    a burst) would mark the link down and bypass the cache for everyone. Putting the blocking pool
+    (the lighter lease of ``gateway.redis.pool``) next in the method order makes a greenlet wait (up to
+    ``timeout``) for a free connection instead; everything Sentinel-specific (master discovery on
+    connect, dropping connections to a demoted master) stays redis-py's.
     """
 
 
@@ -85,7 +86,7 @@ class RedisLink:
             raise ValueError("RedisLink needs a url, a sentinel or a cluster")
         # A blocking pool: under gevent thousands of greenlets may want a connection at once, and
         # redis-py's default pool raises past its limit instead of waiting.
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = LeanBlockingPool.from_url(
             url,
             max_connections=max_connections,
             timeout=socket_timeout,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import _socket
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway.redis.link import RedisLink, StoreUnavailable
+from gateway.redis.pool import os_socket, waiting
 
 log = logging.getLogger("gateway.redis")
 
@@ -59,13 +59,7 @@ class Subscription:
             return False
         if sock.gettimeout() != 0.0:
             return True  # not gevent's non-blocking socket: a peek could wait, so the listener's word is taken as is
-        try:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False  # a byte waits, or the socket closed (b""): not quiet either way
+        return not waiting(sock)  # a byte waits, or the socket closed: not quiet either way
 
     def ensure(self) -> bool:
         """Start the listener in this process if needed (threads do not survive a fork); return ``live``."""
@@ -129,7 +123,4 @@ class Subscription:
 
 def _raw_socket(pubsub: Any) -> _socket.socket | None:
     """The OS socket under a redis-py PubSub's connection (gevent's wrapper would wait, not answer at once)."""
-    connection = getattr(pubsub, "connection", None)
-    sock = getattr(connection, "_sock", None)
-    raw = getattr(sock, "_sock", sock)  # gevent's socket holds the OS one as ``_sock``
-    return raw if isinstance(raw, _socket.socket) else None
+    return os_socket(getattr(getattr(pubsub, "connection", None), "_sock", None))
