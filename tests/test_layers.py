@@ -4,7 +4,8 @@ Every module under ``gateway/`` is parsed (never imported) and each import of ``
 taken, wherever it is written: at the top, inside a function (a lazy import), or under
 ``TYPE_CHECKING`` (a type is a dependency too). The order of parts, lowest first::
 
-    clock, errors, messages, config    the leaves (they may import one another, never round a circle)
+    clock, errors, messages, config,   the leaves
+    sockets                            (they may import one another, never round a circle)
     redis, share                       may import the leaves
     http, cache, breaker, traffic,     may import the two tiers below, never one another
     observe
@@ -24,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "gateway"
 TIERS: tuple[frozenset[str], ...] = (
-    frozenset({"gateway", "clock", "errors", "messages", "config"}),  # "gateway": the package (its __version__)
+    # "gateway": the package (its __version__)
+    frozenset({"gateway", "clock", "errors", "messages", "config", "sockets"}),
     frozenset({"redis", "share"}),
     frozenset({"http", "cache", "breaker", "traffic", "observe"}),
     frozenset({"forwarder", "engine", "build"}),

@@ -8,5 +8,5 @@ targets: balancing, passive outlier ejection), ``retries`` (which failed attempt
 the backoff and the retry budget), ``redirects`` (prefix rewriting of the service's ``Location`` and
 cookie paths).
 
-May import: ``gateway.config``, ``gateway.errors``, ``gateway.messages``, ``gateway.clock``.
+May import: ``gateway.config``, ``gateway.errors``, ``gateway.messages``, ``gateway.clock``, ``gateway.sockets``.
 """

@@ -10,7 +10,8 @@ which the gateway uses neither of.
 :class:`LeanBlockingPool` keeps what matters of a lease: the same LIFO queue and its wait for a free
 connection, a new pool after a fork, a connection made on demand, and a connection that has anything
 to read (the rest of a reply, or the server's close) dropped and made again before it is handed out.
-That check is one non-blocking ``MSG_PEEK`` on the OS socket with hiredis's own buffer (``waiting``);
+That check is one non-blocking ``MSG_PEEK`` on the OS socket with hiredis's own buffer
+(``gateway.sockets.waiting``);
 a TLS connection, or one without hiredis, gets redis-py's own check. redis-py itself already drops a
 connection whose send or read was cut short (any ``BaseException``, gevent's ``Timeout`` included),
 so the check is the same second line of defence as redis-py's, only cheaper.
@@ -18,33 +19,13 @@ so the check is the same second line of defence as redis-py's, only cheaper.
 
 from __future__ import annotations
 
-import _socket
 import os
-import socket
 from queue import Empty, Full
 from typing import Any
 
 import redis
 
-
-def os_socket(sock: Any) -> _socket.socket | None:
-    """The OS socket under ``sock`` (gevent's socket holds it as ``_sock``), or None if there is none."""
-    raw = getattr(sock, "_sock", sock)
-    return raw if isinstance(raw, _socket.socket) else None
-
-
-def waiting(raw: _socket.socket) -> bool:
-    """Whether anything waits to be read on ``raw``, or the peer has closed it: one peek that never waits.
-
-    The socket must be non-blocking (gevent's sockets keep their OS socket so); a blocking one would wait.
-    """
-    try:
-        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # broken: as good as closed
-    return True  # a byte waits, or the socket closed (b"")
+from gateway.sockets import os_socket, waiting
 
 
 def _unclean(connection: Any) -> bool:

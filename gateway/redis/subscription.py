@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.redis.link import RedisLink, StoreUnavailable
-from gateway.redis.pool import os_socket, waiting
+from gateway.sockets import os_socket, waiting
 
 log = logging.getLogger("gateway.redis")
 

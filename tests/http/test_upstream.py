@@ -6,9 +6,12 @@ import dataclasses
 import http.client
 import random
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -491,3 +494,37 @@ def test_attempts_in_flight_last_until_the_body_is_done() -> None:
         second.discard()
         second.discard()  # twice: counted once
         assert [t.outstanding for t in targets.targets] == [0, 0]
+
+
+STILL_OPEN_UNDER_GEVENT = r"""
+from gevent import monkey
+monkey.patch_all()
+import http.client, socket
+from gateway.http import upstream
+
+peeked = []
+upstream.select.select = lambda *args: peeked.append(args)  # must not be needed under gevent
+seen = []
+for peer in ("idle", "closed", "stray bytes"):
+    ours, theirs = socket.socketpair()
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn.sock = ours
+    if peer == "closed":
+        theirs.close()
+    elif peer == "stray bytes":
+        theirs.sendall(b"HTTP/1.1 200 OK\r\n")
+    seen.append(upstream.still_open(conn))
+    if peer == "stray bytes":
+        assert ours.recv(100) == b"HTTP/1.1 200 OK\r\n", "peeked at, not consumed"
+    ours.close()
+    theirs.close()
+assert not peeked, "gevent's select was used"
+print(seen)
+"""
+
+
+def test_still_open_under_gevent_is_one_peek() -> None:
+    done = subprocess.run([sys.executable, "-c", STILL_OPEN_UNDER_GEVENT], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[True, False, False]"
