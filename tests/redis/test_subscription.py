@@ -95,3 +95,22 @@ def test_a_message_that_waits_unread_makes_the_subscription_not_quiet(redis_serv
     done = subprocess.run([sys.executable, "-c", QUIET_UNDER_GEVENT, redis_server_session.url],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_without_hiredis_messages_come_through_redis_pys_own_loop() -> None:
+    heard: list[bytes] = []
+    sub = Subscription(RedisLink("redis://127.0.0.1:9", "gw-sub-test:"), "channel", heard.append, lambda: None)
+    replies = [None, {"type": "subscribe", "data": 1}, {"type": "message", "data": b"one"},
+               {"type": "message", "data": "two"}]
+
+    class PythonParsed:  # a connection whose parser is redis-py's own (no hiredis reader)
+        connection = type("Connection", (), {"_parser": object()})()
+
+        def get_message(self, timeout: float) -> Any:
+            if not replies:
+                sub.stop()
+                return None
+            return replies.pop(0)
+
+    sub._hand_on(PythonParsed())
+    assert heard == [b"one", b"two"]
