@@ -83,9 +83,14 @@ def test_check_service_against_a_real_server(target: Target) -> None:
     assert check_service("http://127.0.0.1:9", 0.5)[0] is False  # refused
 
 
+# A check's own timeout follows a short interval (50 ms here) unless given: the tests that judge each check's
+# outcome give it 5 s, so a check of a local server that answers at once never fails on a loaded machine.
+CHECK_TIMEOUT = 5.0
+
+
 def test_poll_once_and_services(target: Target, tmp_path: Path) -> None:
     clock = FakeClock()
-    monitor = HealthMonitor(settings_for(target.url), clock, str(tmp_path), interval=0.05)
+    monitor = HealthMonitor(settings_for(target.url), clock, str(tmp_path), interval=0.05, timeout=CHECK_TIMEOUT)
     assert monitor._acquire()
     try:
         for _ in range(3):
@@ -96,7 +101,7 @@ def test_poll_once_and_services(target: Target, tmp_path: Path) -> None:
         target.status = 500
         for _ in range(3):
             monitor.poll_once()
-        reader = HealthMonitor(settings_for(target.url), clock, str(tmp_path), interval=0.05)
+        reader = HealthMonitor(settings_for(target.url), clock, str(tmp_path), interval=0.05, timeout=CHECK_TIMEOUT)
         entry = reader.services()["services"]["order-service"]  # another worker reads the same results
         assert entry["status"] == "down" and entry["uptime_pct"] == 50.0
         assert reader.services()["services"]["auth-service"]["status"] == "down"  # nothing listens there
@@ -140,8 +145,10 @@ def test_instances_merge_through_redis(redis_server, target: Target, tmp_path: P
     clock = FakeClock()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = HealthMonitor(settings, clock, str(tmp_path / "a"), RedisLink(redis_server.url, "gwh:"), interval=0.05)
-    b = HealthMonitor(settings, clock, str(tmp_path / "b"), RedisLink(redis_server.url, "gwh:"), interval=0.05)
+    a = HealthMonitor(settings, clock, str(tmp_path / "a"), RedisLink(redis_server.url, "gwh:"), interval=0.05,
+                      timeout=CHECK_TIMEOUT)
+    b = HealthMonitor(settings, clock, str(tmp_path / "b"), RedisLink(redis_server.url, "gwh:"), interval=0.05,
+                      timeout=CHECK_TIMEOUT)
     a.poll_once()
     clock.advance(1)
     b.poll_once()
