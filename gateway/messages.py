@@ -15,10 +15,12 @@ Headers = list[tuple[str, str]]
 
 
 class IndexedHeaders(list[tuple[str, str]]):
-    """A client's headers, indexed once by lower-case name: a request asks for a dozen by name on its way
-    (credentials, directives, conditionals, ``Range``, ``Vary``), each a scan lowering every name otherwise.
+    """Headers indexed once by lower-case name: a request asks for a dozen of its own by name on its way
+    (credentials, directives, conditionals, ``Range``, ``Vary``), and a miss about thirty of the service's
+    answer (storable, freshness, dates, ``Vary``), each a scan lowering every name otherwise.
 
-    Built once the request is parsed and not changed after (a change would not reach the index).
+    Built once the request is parsed, the answer's head read or an entry's headers made, and not changed
+    after (a change would not reach the index): whatever adds headers builds a new list.
     """
 
     __slots__ = ("by_name",)

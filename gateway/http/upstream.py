@@ -29,7 +29,7 @@ from gateway.http.inbound import end_to_end
 from gateway.http.redirects import ReverseMap
 from gateway.http.retries import CONNECT, RETRY_STATUSES, SENT, RetryPlan, budget_for
 from gateway.http.targets import HealthLookup, Target, TargetSet, tell
-from gateway.messages import Headers, ProxyCall, UpstreamResponse
+from gateway.messages import Headers, IndexedHeaders, ProxyCall, UpstreamResponse
 from gateway.sockets import os_socket, waiting
 
 CHUNK_SIZE = 64 * 1024
@@ -272,7 +272,7 @@ class UpstreamClient:
         return UpstreamResponse(
             status=response.status,
             reason=response.reason,
-            headers=pool.reverse.headers(end_to_end(response.getheaders())),
+            headers=IndexedHeaders(pool.reverse.headers(end_to_end(response.getheaders()))),
             chunks=_chunks(response, call.service.name),
             release_fn=release,
             discard_fn=discard,

@@ -8,7 +8,7 @@ from typing import Literal
 from gateway.cache.policy.dates import single_date
 from gateway.cache.policy.directives import CacheControl, response_cache_control, seconds
 from gateway.cache.policy.validators import has_validator
-from gateway.messages import Headers, header_value, header_values
+from gateway.messages import Headers, IndexedHeaders, header_value, header_values
 
 # Statuses the gateway's own TTL (``CACHE_TTL``) applies to when a response says nothing at all.
 TTL_STATUSES = frozenset({200, 203, 300, 301, 308})
@@ -79,8 +79,8 @@ def freshness_lifetime(status: int, headers: Headers, heuristic_ttl: float,
 def dated(headers: Headers, now: float) -> Headers:
     """The headers with a ``Date``: their own, or ``now``, when the response arrived (RFC 9110 §6.6.1)."""
     if header_value(headers, "Date") is not None:
-        return list(headers)
-    return [*headers, ("Date", formatdate(now, usegmt=True))]
+        return IndexedHeaders(headers)
+    return IndexedHeaders([*headers, ("Date", formatdate(now, usegmt=True))])
 
 
 def gateway_ttl_header(headers: Headers, lifetime: float, heuristic: bool, personal: bool) -> Headers:
