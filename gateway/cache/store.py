@@ -151,6 +151,7 @@ class MemoryStore:
 PUT = LuaScript.beside(__file__, "put")
 LOCK_AND_READ = LuaScript.beside(__file__, "lock_and_read")
 READ_OR_LOCK = LuaScript.beside(__file__, "read_or_lock")
+READ_MISS = LuaScript.beside(__file__, "read_miss")
 DROP = LuaScript.beside(__file__, "drop")
 RELEASE = LuaScript.beside(__file__, "release")
 
@@ -188,6 +189,10 @@ class RedisNames:
         """The cross-process coalescing lock ``name``."""
         return self.link.key("cache", "l", name)
 
+    def missed(self, key: str) -> str:
+        """Set while a worker keeps a copy of the miss of primary key ``key`` (its store is then announced)."""
+        return self.link.key("cache", "m", key)
+
     @property
     def channel(self) -> str:
         """The pub/sub channel announcing stores and drops to every worker's tier."""
@@ -212,10 +217,19 @@ class RedisStore:
         self._release = RELEASE.register(link.client)
         self._lock_and_read = LOCK_AND_READ.register(link.client)
         self._read_or_lock = READ_OR_LOCK.register(link.client)
+        self._read_miss = READ_MISS.register(link.client)
 
-    def get_variants(self, key: str, direct: bool = False) -> list[bytes]:
-        """Return every stored variant of ``key`` (``direct`` matters only to a tier in front)."""
-        values = self.link.run(lambda c: c.hvals(self.names.entry(key)))
+    def get_variants(self, key: str, direct: bool = False, copied_for: float = 0.0) -> list[bytes]:
+        """Return every stored variant of ``key`` (``direct`` matters only to a tier in front).
+
+        ``copied_for``: the reader keeps a copy of what it reads for that many seconds, so a miss is noted
+        for as long (a store of the key then announces itself, see ``put.lua``).
+        """
+        if copied_for > 0:
+            values = self.link.run(lambda c: self._read_miss(
+                c, entry=self.names.entry(key), missed=self.names.missed(key), copy_ms=int(copied_for * 1000) + 1))
+        else:
+            values = self.link.run(lambda c: c.hvals(self.names.entry(key)))
         return [v for v in values if isinstance(v, bytes)]
 
     def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
@@ -232,15 +246,15 @@ class RedisStore:
             announce: tuple[str, bytes] | None = None, release: tuple[str, str] | None = None) -> bool:
         """Store one variant with a TTL (milliseconds, at least 1 s) and index it under its path.
 
-        ``announce`` (channel, message) is published and ``release`` (lock name, token) released by
-        the same script, at no extra round trip.
+        ``announce`` (channel, message) is published (where a worker may hold a copy of the key: see
+        ``put.lua``) and ``release`` (lock name, token) released by the same script, at no extra round trip.
         """
         lock, token = release or (key, "")  # no release: the script does not touch the lock, named in the same slot
         channel, message = announce or ("", b"")
         self.link.run(lambda c: self._put(
             c, entry=self.names.entry(key), group=self.names.group(group), lock=self.names.lock(lock),
-            variant=variant, blob=blob, ttl_ms=max(1000, int(ttl * 1000)), channel=channel, message=message,
-            token=token))
+            missed=self.names.missed(key), variant=variant, blob=blob, ttl_ms=max(1000, int(ttl * 1000)),
+            channel=channel, message=message, token=token))
         return True
 
     def drop_groups(self, groups: list[str]) -> int:

@@ -8,6 +8,10 @@ once: invalidations and purges drop every copy, a store drops the copies of its 
 miss included). The tier only answers while its subscription is live: messages could be missed
 otherwise.
 
+A store of a key that had no entry, by the leader of its miss, is announced only if a worker noted
+that it keeps a copy of the miss (``put.lua``): on a stream of new keys every worker would otherwise
+wake for each store to drop nothing (42 µs of CPU per message and worker, measured).
+
 A store's announcement names the worker that made it: that worker dropped its own copy when it
 stored, and the copy it reads back afterwards is already the new entry, so it ignores the echo
 (which may arrive late, after that fresh copy was taken).
@@ -69,7 +73,7 @@ class TieredStore:
                     self._copies.move_to_end(key)
                     return copy[1]
         generation = self._generation
-        values = self.redis.get_variants(key)
+        values = self.redis.get_variants(key, copied_for=self.bound if listening else 0.0)
         self._keep(key, values, now, generation)
         return values
 
@@ -85,15 +89,17 @@ class TieredStore:
                     return copy[1], None
         generation = self._generation
         values, token = self.redis.read_or_lock(key, lease)
-        self._keep(key, values, now, generation)
+        if values:  # a miss read here is not kept: only a read that noted it may be (see get_variants)
+            self._keep(key, values, now, generation)
         return values, token
 
     def _keep(self, key: str, values: list[bytes], now: float, generation: int) -> None:
         """Keep a copy of what Redis answered for ``key``.
 
-        Misses are copied too (an open circuit then costs no round trip): every store announces its
-        key, so a copy of a miss goes as soon as the entry exists. A read that a drop overtook on its
-        way back from Redis is not kept.
+        Misses are copied too (an open circuit then costs no round trip), only by ``get_variants``, whose
+        read notes the miss in Redis for as long as the copy lives: a store of the key then announces
+        it, so the copy goes as soon as the entry exists. A read that a drop overtook on its way back
+        from Redis is not kept.
         """
         if self.subscription.live and generation == self._generation:
             with self._lock:

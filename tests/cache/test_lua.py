@@ -64,7 +64,8 @@ def test_each_store_script_names_in_lua_what_it_declares(loaded: LuaScript) -> N
 
 def test_every_lua_file_beside_the_store_is_one_it_loads() -> None:
     beside = {p.stem for p in Path(store.__file__).parent.glob("*.lua")}
-    assert beside == {s.name for s in (store.PUT, store.LOCK_AND_READ, store.READ_OR_LOCK, store.DROP, store.RELEASE)}
+    assert beside == {s.name for s in (store.PUT, store.LOCK_AND_READ, store.READ_OR_LOCK, store.READ_MISS, store.DROP,
+                                       store.RELEASE)}
 
 
 def test_a_registered_script_runs_by_name(redis_server_session: Any) -> None:

@@ -188,6 +188,9 @@ def test_tier_serves_recent_copies_within_its_bound(redis_server_session: Any, l
         return put(*args, announce=announce, **kw)
     store.subscription.on_message = handled
     store.redis.put = stored  # type: ignore[method-assign]
+    # A copy of the key's miss, noted in Redis: the store below announces itself (a new key stored by the
+    # leader of its miss is announced only then).
+    assert store.get_variants(gw.cache._lookup_keys(make_call())[0][0]) == []
     assert gw.request().cache == "MISS"  # stored; its announcement may reach this worker at any later time
     assert gw.request().cache == "HIT"  # read from Redis, copy kept
     late.set()
@@ -291,10 +294,12 @@ def test_a_miss_costs_two_store_round_trips_and_leaves_no_lock(redis_server: Any
     calls = {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
     # The lookup that took the lock when it found nothing (its read is the leader's double-check);
     # the store that releases the lock. (Commands a script runs are counted too: HVALS and SET in
-    # the lookup's, GET and DEL in the store's.) Whether the service has stored parts to complete was
+    # the lookup's; in the store's, GET and DEL, and EXISTS for an entry before it: none, and with no
+    # tier in front nothing is announced anyway.) Whether the service has stored parts to complete was
     # read with the warm-up's miss, and is read again at most once a second.
     assert calls.get("evalsha") == 2 and calls.get("hvals") == 1 and calls.get("set") == 1, calls
-    assert calls.get("get") == 1 and calls.get("del") == 1 and not calls.get("exists"), calls
+    assert calls.get("get") == 1 and calls.get("del") == 1 and calls.get("exists") == 1, calls
+    assert not calls.get("publish"), calls
     assert not list(client.scan_iter(match=gw.cache.store.link.prefix + "cache:l:*"))
     assert gw.request("/orders/round-trips").cache == "HIT"
 
@@ -350,3 +355,36 @@ def test_a_leaders_lock_is_released_even_while_the_link_skips_redis(redis_server
     store.link.mark_down()  # a failure a moment ago: other commands are skipped for a second
     store.release("skipped", token)
     assert not redis_server_session.client().exists(store.link.key("cache", "l", "skipped"))
+
+
+def test_a_new_key_is_announced_only_where_a_copy_of_its_miss_may_be_held(redis_server_session: Any,
+                                                                        links: list[RedisLink]) -> None:
+    gw = gateway_on(redis_server_session, links, new_prefix(), tier_seconds=1.0)
+    wait_listening(gw)
+    store = gw.cache.store
+    listener = redis_server_session.client().pubsub()
+    listener.subscribe(store.channel)
+    assert wait_for(lambda: listener.get_message(timeout=0.05) is not None, timeout=2.0)  # subscribed
+
+    def announced() -> list[bytes]:
+        """The keys announced since the last call (a store's message ends with its key)."""
+        keys = []
+        while (message := listener.get_message(timeout=0.2)) is not None:
+            keys.append(message["data"].rsplit(b":", 1)[-1])
+        return keys
+
+    one, two = (gw.cache._lookup_keys(make_call(path))[0][0] for path in ("/orders/1", "/orders/2"))
+    try:
+        assert gw.request("/orders/1").cache == "MISS"  # its leader stores a new key nobody can hold a copy of
+        assert announced() == []
+        assert store.get_variants(two) == []  # a copy of the miss, noted in Redis for as long as it lives
+        assert gw.request("/orders/2").cache == "MISS"
+        assert announced() == [two.rsplit(":", 1)[-1].encode()]
+        token = store.try_lock(one, 5.0)
+        assert token is not None
+        store.put(one, "/orders/1", "other", b"x", 60.0, release=(one, token))  # the key has an entry: copies may
+        assert announced() == [one.rsplit(":", 1)[-1].encode()]
+        store.put(one, "/orders/1", "other", b"y", 60.0)  # stored by no leader: always announced
+        assert announced() == [one.rsplit(":", 1)[-1].encode()]
+    finally:
+        listener.close()
