@@ -571,26 +571,31 @@ def test_a_failure_follows_the_successes_on_their_way_to_redis(redis_server_sess
     batch with the success is still on its way as the failures end: each failure waits for its answer."""
     clock, prefix = FakeClock(), new_prefix()
     settings = breaker_settings(closed_hold=60)
-    breaker = BreakerRegistry(settings, link_to(redis_server_session, links, prefix), clock,
-                              shared_clock=clock)[SERVICE]
+    link = link_to(redis_server_session, links, prefix, socket_timeout=2.0)  # a failure waits up to this long
+    breaker = BreakerRegistry(settings, link, clock, shared_clock=clock)[SERVICE]
     _holding(breaker)
     clock.advance(11)  # the successes so far leave the window; the hold goes on
     breaker.after_call(breaker.before_call(), S, 0.01)  # held: counted here
-    original, on_its_way, go = breaker._scripts.told, threading.Event(), threading.Event()
+    original, on_its_way, failing = breaker._scripts.told, threading.Event(), threading.Event()
+    take = breaker._batches.take_for_failure
 
     def held_back(*args: Any, **kwargs: Any) -> Any:
         breaker._scripts.told = original
         on_its_way.set()
-        go.wait(0.5)  # until the failures have been sent, or (waited for) half a second at most
+        assert failing.wait(5)  # the batch goes once a failure has come to wait for it, not before
         return original(*args, **kwargs)
 
+    def failure_comes(wait: float) -> Any:
+        failing.set()
+        return take(wait)
+
     breaker._scripts.told = held_back
+    breaker._batches.take_for_failure = failure_comes  # type: ignore[method-assign]
     flusher = threading.Thread(target=breaker.push_held)  # the stats flush, in its own thread
     flusher.start()
     assert on_its_way.wait(5)
     for _ in range(2):
         breaker.after_call(breaker.before_call(), F, 0.01)
-    go.set()
     flusher.join(5)
     snap = breaker.snapshot()
     assert (snap["state"], snap["window"]["calls"], snap["window"]["failures"]) == (OPEN, 3, 2)
