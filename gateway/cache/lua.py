@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
+if TYPE_CHECKING:
+    from gateway.redis.link import RedisLink
 
 Value = str | bytes | int | float
 Named = Value | Sequence[str]
@@ -62,14 +63,15 @@ class LuaScript:
                 raise TypeError(f"{name} is a key: one str")
         return keys, [_one(name, named[name]) for name in self.args]
 
-    def register(self, client: redis.Redis) -> Callable[..., Any]:
-        """The script on ``client``'s server (sent by SHA, loaded when missing), to call as
-        ``run(connection, **names)``; it answers whatever the script returns."""
-        script = client.register_script(self.source)
+    def register(self, link: RedisLink) -> Callable[..., Any]:
+        """The script on ``link``'s Redis (sent by SHA, loaded when missing), to call as ``run(**names)``
+        (``always`` as for :meth:`RedisLink.run`); it answers whatever the script returns, and raises
+        ``StoreUnavailable`` when Redis cannot be used."""
+        script = link.client.register_script(self.source)
 
-        def run(connection: redis.Redis, **named: Named) -> Any:
+        def run(always: bool = False, **named: Named) -> Any:
             keys, args = self.arguments(named)
-            return script(keys=keys, args=args, client=connection)
+            return link.evalsha(script, keys, args, always=always)
 
         return run
 

@@ -212,12 +212,12 @@ class RedisStore:
     def __init__(self, link: RedisLink) -> None:
         self.link = link
         self.names = RedisNames(link)
-        self._put = PUT.register(link.client)
-        self._drop = DROP.register(link.client)
-        self._release = RELEASE.register(link.client)
-        self._lock_and_read = LOCK_AND_READ.register(link.client)
-        self._read_or_lock = READ_OR_LOCK.register(link.client)
-        self._read_miss = READ_MISS.register(link.client)
+        self._put = PUT.register(link)
+        self._drop = DROP.register(link)
+        self._release = RELEASE.register(link)
+        self._lock_and_read = LOCK_AND_READ.register(link)
+        self._read_or_lock = READ_OR_LOCK.register(link)
+        self._read_miss = READ_MISS.register(link)
 
     def get_variants(self, key: str, direct: bool = False, copied_for: float = 0.0) -> list[bytes]:
         """Return every stored variant of ``key`` (``direct`` matters only to a tier in front).
@@ -226,18 +226,19 @@ class RedisStore:
         for as long (a store of the key then announces itself, see ``put.lua``).
         """
         if copied_for > 0:
-            values = self.link.run(lambda c: self._read_miss(
-                c, entry=self.names.entry(key), missed=self.names.missed(key), copy_ms=int(copied_for * 1000) + 1))
+            values = self._read_miss(entry=self.names.entry(key), missed=self.names.missed(key),
+                                     copy_ms=int(copied_for * 1000) + 1)
         else:
-            values = self.link.run(lambda c: c.hvals(self.names.entry(key)))
+            entry = self.names.entry(key)
+            values = self.link.command("HVALS", entry, key=entry)
         return [v for v in values if isinstance(v, bytes)]
 
     def read_or_lock(self, key: str, lease: float) -> tuple[list[bytes], str | None]:
         """``key``'s variants; when it has none, also its coalescing lock taken in the same call (the token),
         or None when another process holds it."""
         token = uuid.uuid4().hex
-        reply = self.link.run(lambda c: self._read_or_lock(
-            c, entry=self.names.entry(key), lock=self.names.lock(key), token=token, lease_ms=max(1, int(lease * 1000))))
+        reply = self._read_or_lock(entry=self.names.entry(key), lock=self.names.lock(key), token=token,
+                                   lease_ms=max(1, int(lease * 1000)))
         if reply and reply[0] == 1:
             return [], token
         return [v for v in reply[1:] if isinstance(v, bytes)], None
@@ -251,17 +252,16 @@ class RedisStore:
         """
         lock, token = release or (key, "")  # no release: the script does not touch the lock, named in the same slot
         channel, message = announce or ("", b"")
-        self.link.run(lambda c: self._put(
-            c, entry=self.names.entry(key), group=self.names.group(group), lock=self.names.lock(lock),
-            missed=self.names.missed(key), variant=variant, blob=blob, ttl_ms=max(1000, int(ttl * 1000)),
-            channel=channel, message=message, token=token))
+        self._put(entry=self.names.entry(key), group=self.names.group(group), lock=self.names.lock(lock),
+                  missed=self.names.missed(key), variant=variant, blob=blob, ttl_ms=max(1000, int(ttl * 1000)),
+                  channel=channel, message=message, token=token)
         return True
 
     def drop_groups(self, groups: list[str]) -> int:
         """Drop every entry of the given paths; return how many keys went."""
         dropped = 0
         for indexes in self.link.by_slot([self.names.group(g) for g in groups]):  # one call, or one per cluster slot
-            dropped += int(self.link.run(lambda c: self._drop(c, groups=indexes)))  # noqa: B023 (run calls it at once)
+            dropped += int(self._drop(groups=indexes))
         return dropped
 
     def purge(self, path: str | None = None, prefix: str | None = None) -> int:
@@ -290,9 +290,8 @@ class RedisStore:
     def lock_and_read(self, name: str, lease: float) -> tuple[str | None, list[bytes] | None]:
         """Take the lock for ``name`` and, if it is ours, read that key's variants in the same call."""
         token = uuid.uuid4().hex
-        values = self.link.run(lambda c: self._lock_and_read(
-            c, lock=self.names.lock(name), entry=self.names.entry(name), token=token,
-            lease_ms=max(1, int(lease * 1000))))
+        values = self._lock_and_read(lock=self.names.lock(name), entry=self.names.entry(name), token=token,
+                                     lease_ms=max(1, int(lease * 1000)))
         if not isinstance(values, list):
             return None, None
         return token, [v for v in values if isinstance(v, bytes)]
@@ -303,7 +302,7 @@ class RedisStore:
         Sent even while the link skips Redis after a failure: a lock left behind would make every other
         process's request for the key wait out its lease (the service timeout) before going upstream.
         """
-        self.link.run(lambda c: self._release(c, lock=self.names.lock(name), token=token), always=True)
+        self._release(lock=self.names.lock(name), token=token, always=True)
 
     def is_locked(self, name: str) -> bool:
         """True while another process holds the lock for ``name``."""

@@ -5,6 +5,10 @@ Redis through :meth:`RedisLink.run`, which raises :class:`StoreUnavailable` at o
 is in its skip period instead of waiting for a timeout on every request; after the skip period one
 caller tries again, so the gateway reconnects by itself.
 
+Scripts and the cache's plain reads go through :meth:`RedisLink.evalsha` and :meth:`RedisLink.command`:
+under gevent they are multiplexed (``gateway.redis.mux``: every greenlet's commands to one node written
+together on one connection), elsewhere, and for everything else, they use redis-py's pooled client.
+
 The link is one Redis (``REDIS_URL``), the master a Sentinel set names, or a Redis Cluster. The few
 things that differ on a cluster are here, so the engine parts read the same on all three: a SCAN
 visits every primary (:meth:`RedisLink.scan`), keys for one script call are grouped by slot
@@ -14,22 +18,25 @@ node (a cluster broadcasts every PUBLISH to all of them).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AskError, MovedError, NoScriptError, ReadOnlyError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gateway.config.redis import RedisClusterNodes, RedisSentinel
 from gateway.config.settings import Settings
+from gateway.redis import mux
 from gateway.redis.cluster import LazyCluster, cluster_client
 from gateway.redis.pool import LeanBlockingPool
 
@@ -75,6 +82,10 @@ class RedisLink:
         self._monotonic = monotonic
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._muxes: dict[str | None, mux.Multiplexer] = {}  # by cluster node (None: the one Redis)
+        self._mux_pid: int | None = None
+        self._mux_here = False  # whether this process multiplexes (under gevent)
+        self._slots_stale = False  # a cluster node failed: the slots are learnt again before the next call
         self.client: Any
         if cluster is not None:
             self.client = LazyCluster(lambda: cluster_client(cluster, max_connections, socket_timeout))
@@ -137,6 +148,83 @@ class RedisLink:
             self.mark_down()
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
+    def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any], *, always: bool = False) -> Any:
+        """Run ``script`` (registered on :attr:`client`) with ``keys`` and ``args``, as :meth:`run` runs an operation.
+
+        Multiplexed where it can be: a script Redis has forgotten (``NOSCRIPT``) and a command a cluster
+        redirects (``MOVED``, ``ASK``) go again through redis-py's client, which loads the script or
+        follows the redirection (and reloads its slot map).
+        """
+        if not always and not self.is_up:
+            raise StoreUnavailable("redis skipped after a recent failure")
+        try:
+            channel = self._multiplexer(keys[0] if keys else None)
+            if channel is not None:
+                try:
+                    return self._on(channel, "EVALSHA", script.sha, len(keys), *keys, *args)
+                except (NoScriptError, MovedError, AskError):
+                    pass
+            return script(keys=list(keys), args=list(args), client=self.client)
+        except REDIS_ERRORS as exc:
+            self.mark_down()
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def command(self, *args: str | bytes | int | float, key: str) -> Any:
+        """One command about ``key`` (which routes it on a cluster); its raw reply (bytes, ints, lists)."""
+        if not self.is_up:
+            raise StoreUnavailable("redis skipped after a recent failure")
+        try:
+            channel = self._multiplexer(key)
+            if channel is not None:
+                try:
+                    return self._on(channel, *args)
+                except (MovedError, AskError):
+                    pass
+            return self.client.execute_command(*args)
+        except REDIS_ERRORS as exc:
+            self.mark_down()
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _on(self, channel: mux.Multiplexer, *args: str | bytes | int | float) -> Any:
+        try:
+            return channel.call(*args)
+        except ReadOnlyError:
+            channel.close()  # a master demoted to a replica: the next connection asks the sentinels again
+            raise
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._slots_stale = self.cluster
+            raise
+
+    def _multiplexer(self, key: str | None) -> mux.Multiplexer | None:
+        """The multiplexer for ``key``'s node, made on first use; None where commands are not multiplexed."""
+        pid = os.getpid()
+        if self._mux_pid != pid:  # first use, or forked: the parent's connections are not ours
+            self._mux_pid, self._muxes, self._mux_here = pid, {}, mux.available()
+        if not self._mux_here:
+            return None
+        name: str | None = None
+        pool: Any = None
+        if self.cluster:
+            made = self.client.made
+            if made is None or key is None:
+                return None  # redis-py makes the client (and learns the slots) on its first call
+            if self._slots_stale:  # as redis-py does after a node fails: learn the slots again first
+                self._slots_stale = False
+                made.nodes_manager.initialize()
+            node = made.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            name = node.name
+            if node.redis_connection is not None:
+                pool = node.redis_connection.connection_pool
+        else:
+            pool = self.client.connection_pool
+        channel = self._muxes.get(name)
+        if channel is None:
+            if pool is None or issubclass(pool.connection_class, redis.SSLConnection):
+                return None  # TLS records are not read off the OS socket: redis-py's client serves
+            channel = mux.Multiplexer(lambda: pool.connection_class(**pool.connection_kwargs), self.socket_timeout)
+            self._muxes[name] = channel
+        return channel if channel.usable else None
+
     def ping(self) -> bool:
         """Try Redis now (ignoring the skip period); return whether it answered (every primary, on a cluster)."""
         try:
@@ -151,7 +239,11 @@ class RedisLink:
         return True
 
     def close(self) -> None:
-        """Drop pooled connections (after fork, or at shutdown)."""
+        """Drop pooled and multiplexed connections (after fork, or at shutdown)."""
+        if self._mux_pid == os.getpid():
+            for channel in list(self._muxes.values()):
+                channel.close()
+        self._muxes = {}
         if isinstance(self.client, LazyCluster):
             if self.client.made is not None:
                 self.client.made.disconnect_connection_pools()

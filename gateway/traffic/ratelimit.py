@@ -259,7 +259,7 @@ class RateLimiter:
         """One call of ``gcra.lua``; raises ``StoreUnavailable`` when Redis cannot be used."""
         script, link = self._script, self.link
         assert script is not None and link is not None
-        reply: list[int] = link.run(lambda client: script(keys=keys, args=argv, client=client))
+        reply: list[int] = link.evalsha(script, keys, argv)
         return reply
 
     def check(self, call: ProxyCall) -> Headers:

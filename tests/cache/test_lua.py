@@ -10,6 +10,7 @@ import pytest
 
 from gateway.cache import store
 from gateway.cache.lua import LuaScript
+from gateway.redis.link import RedisLink
 
 
 def script(tmp_path: Path, text: str) -> LuaScript:
@@ -70,7 +71,7 @@ def test_every_lua_file_beside_the_store_is_one_it_loads() -> None:
 
 def test_a_registered_script_runs_by_name(redis_server_session: Any) -> None:
     client = redis_server_session.client()
-    run = store.RELEASE.register(client)
+    run = store.RELEASE.register(RedisLink(redis_server_session.url, "lua-test:"))
     client.set("lua-test:lock", "mine")
-    assert run(client, lock="lua-test:lock", token="theirs") == 0 and client.get("lua-test:lock") == b"mine"
-    assert run(client, lock="lua-test:lock", token="mine") == 1 and client.get("lua-test:lock") is None
+    assert run(lock="lua-test:lock", token="theirs") == 0 and client.get("lua-test:lock") == b"mine"
+    assert run(lock="lua-test:lock", token="mine") == 1 and client.get("lua-test:lock") is None
