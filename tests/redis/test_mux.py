@@ -35,9 +35,9 @@ def fresh(timeout=2.0):
 """
 
 
-def run(redis_url: str, body: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", PRELUDE + body, redis_url], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+def run(redis_url: str, body: str, *more: object) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", PRELUDE + body, redis_url, *map(str, more)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.split()
 
@@ -133,3 +133,26 @@ store.put("k", "/k", "v", b"again", 30.0)  # NOSCRIPT on the multiplexed call: r
 print(store.get_variants("k") == [b"again"])
 """)
     assert printed == ["True", "1", "True"]
+
+
+def test_a_master_demoted_to_a_replica_drops_the_multiplexed_connection(redis_server: Any,
+                                                                        redis_server_session: Any) -> None:
+    printed = run(redis_server.url, r"""
+from gateway.cache.store import RedisStore
+from gateway.redis.link import RedisLink, StoreUnavailable
+
+link = RedisLink(url, "mux-test:", skip_seconds=0.0)
+store = RedisStore(link)
+store.put("k", "/k", "v", b"entry", 30.0)
+first = link._muxes[None]._raw
+plain.replicaof("127.0.0.1", int(sys.argv[2]))  # what Sentinel does to a master it has replaced
+try:
+    store.put("k", "/k", "v", b"again", 30.0)
+except StoreUnavailable as exc:
+    print(type(exc.__cause__).__name__)
+print(link._muxes[None]._raw is None)  # dropped: the next call connects (and, on Sentinel, asks again)
+plain.replicaof("no", "one")
+store.put("k", "/k", "v", b"third", 30.0)
+print(store.get_variants("k") == [b"third"], link._muxes[None]._raw is not first)
+""", redis_server_session.port)
+    assert printed == ["ReadOnlyError", "True", "True", "True"]
