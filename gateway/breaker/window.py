@@ -55,12 +55,19 @@ class RollingWindow:
     def __init__(self, rolling_window: float) -> None:
         self.width, self.count = bucket_layout(rolling_window)
         self._buckets: dict[int, _Bucket] = {}
+        self._current: tuple[int, _Bucket] | None = None  # the last bucket counted into, and its index
 
     def _bucket(self, now: float) -> _Bucket:
+        """The bucket of ``now``; buckets gone out of the window are dropped when a new one begins."""
         index = math.floor(now / self.width)
+        current = self._current
+        if current is not None and current[0] == index:
+            return current[1]  # the same bucket as the call before: nothing has left the window since
         for old in [i for i in self._buckets if i <= index - self.count]:
             del self._buckets[old]
-        return self._buckets.setdefault(index, _Bucket())
+        bucket = self._buckets.setdefault(index, _Bucket())
+        self._current = (index, bucket)
+        return bucket
 
     def record(self, now: float, failed: bool, timed_out: bool, latency_s: float) -> None:
         """Count one completed call."""
@@ -97,6 +104,7 @@ class RollingWindow:
     def clear(self) -> None:
         """Start a fresh window."""
         self._buckets.clear()
+        self._current = None
 
 
 def build_snapshot(*, state: str, forced: bool, totals: dict[str, int], window: WindowTotals,
