@@ -83,6 +83,7 @@ class RedisLink:
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._muxes: dict[str | None, mux.Multiplexer] = {}  # by cluster node (None: the one Redis)
+        self._by_slot: dict[int, mux.Multiplexer] = {}  # a cluster's slots looked up so far, until they move
         self._mux_pid: int | None = None
         self._mux_here = False  # whether this process multiplexes (under gevent)
         self._slots_stale = False  # a cluster node failed: the slots are learnt again before the next call
@@ -162,8 +163,10 @@ class RedisLink:
             if channel is not None:
                 try:
                     return self._on(channel, "EVALSHA", script.sha, len(keys), *keys, *args)
-                except (NoScriptError, MovedError, AskError):
+                except NoScriptError:
                     pass
+                except (MovedError, AskError):
+                    self._by_slot = {}  # redis-py follows it and learns where the slot went
             return script(keys=list(keys), args=list(args), client=self.client)
         except REDIS_ERRORS as exc:
             self.mark_down()
@@ -179,7 +182,7 @@ class RedisLink:
                 try:
                     return self._on(channel, *args)
                 except (MovedError, AskError):
-                    pass
+                    self._by_slot = {}
             return self.client.execute_command(*args)
         except REDIS_ERRORS as exc:
             self.mark_down()
@@ -199,7 +202,7 @@ class RedisLink:
         """The multiplexer for ``key``'s node, made on first use; None where commands are not multiplexed."""
         pid = os.getpid()
         if self._mux_pid != pid:  # first use, or forked: the parent's connections are not ours
-            self._mux_pid, self._muxes, self._mux_here = pid, {}, mux.available()
+            self._mux_pid, self._muxes, self._by_slot, self._mux_here = pid, {}, {}, mux.available()
         if not self._mux_here:
             return None
         name: str | None = None
@@ -210,8 +213,13 @@ class RedisLink:
                 return None  # redis-py makes the client (and learns the slots) on its first call
             if self._slots_stale:  # as redis-py does after a node fails: learn the slots again first
                 self._slots_stale = False
+                self._by_slot = {}
                 made.nodes_manager.initialize()
-            node = made.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            slot = key_slot(key.encode())
+            known = self._by_slot.get(slot)
+            if known is not None:
+                return known if known.usable else None
+            node = made.nodes_manager.get_node_from_slot(slot)
             name = node.name
             if node.redis_connection is not None:
                 pool = node.redis_connection.connection_pool
@@ -223,6 +231,8 @@ class RedisLink:
                 return None  # TLS records are not read off the OS socket: redis-py's client serves
             channel = mux.Multiplexer(lambda: pool.connection_class(**pool.connection_kwargs), self.socket_timeout)
             self._muxes[name] = channel
+        if self.cluster:
+            self._by_slot[slot] = channel
         return channel if channel.usable else None
 
     def ping(self) -> bool:
@@ -243,7 +253,7 @@ class RedisLink:
         if self._mux_pid == os.getpid():
             for channel in list(self._muxes.values()):
                 channel.close()
-        self._muxes = {}
+        self._muxes, self._by_slot = {}, {}
         if isinstance(self.client, LazyCluster):
             if self.client.made is not None:
                 self.client.made.disconnect_connection_pools()

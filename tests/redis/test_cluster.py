@@ -10,6 +10,8 @@ counts every answer.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -312,3 +314,38 @@ def test_primary_killed_under_load_fails_no_answer(clean_samples: SampleServices
            slowest_answer_s=round(max(a.ended - a.started for a in answers), 3),
            failing_service_calls_while_moving=extra_calls, failing_service_requests=sent_to_failing)
 
+
+
+MOVED_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys
+from gateway.cache.store import RedisStore
+from gateway.config.settings import load_settings
+from gateway.redis.link import RedisLink
+from gateway.redis.slots import hash_tag
+
+s = load_settings(json.loads(sys.argv[1]))
+key = hash_tag("/moved") + "k"  # an entry's key carries its path's hash tag (policy.keys)
+link = RedisLink(None, "gwcm:", cluster=s.redis_cluster)
+store = RedisStore(link)
+link.ping()  # redis-py's client made: the link multiplexes from here on
+store.put(key, "/moved", "v", b"one", 30.0)
+channel = next(iter(link._by_slot.values()))
+manager = link.client.made.nodes_manager
+slot = next(iter(link._by_slot))
+right = manager.get_node_from_slot(slot)
+wrong = next(n for n in link.client.made.get_primaries() if n.name != right.name)
+manager.slots_cache[slot] = [wrong]  # as if the slot had moved under the link's feet
+link._by_slot = {}
+store.put(key, "/moved", "v", b"two", 30.0)  # the wrong primary answers MOVED; redis-py follows it
+print(store.get_variants(key) == [b"two"], manager.get_node_from_slot(slot).name == right.name,
+      link._by_slot.get(slot) is channel, link.is_up)
+"""
+
+
+def test_a_multiplexed_command_a_primary_moves_goes_again_through_redis_py(cluster_session: ClusterSet) -> None:
+    """Under gevent the cache's scripts are multiplexed per primary; a MOVED reply is followed, not an error."""
+    done = subprocess.run([sys.executable, "-c", MOVED_SCRIPT, json.dumps(cluster_session.env())],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True", "True", "True"]
