@@ -156,9 +156,7 @@ class RedisLink:
         redirects (``MOVED``, ``ASK``) go again through redis-py's client, which loads the script or
         follows the redirection (and reloads its slot map).
         """
-        if not always and not self.is_up:
-            raise StoreUnavailable("redis skipped after a recent failure")
-        try:
+        def operation(client: Any) -> Any:
             channel = self._multiplexer(keys[0] if keys else None)
             if channel is not None:
                 try:
@@ -167,26 +165,22 @@ class RedisLink:
                     pass
                 except (MovedError, AskError):
                     self._by_slot = {}  # redis-py follows it and learns where the slot went
-            return script(keys=list(keys), args=list(args), client=self.client)
-        except REDIS_ERRORS as exc:
-            self.mark_down()
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            return script(keys=list(keys), args=list(args), client=client)
+
+        return self.run(operation, always=always)
 
     def command(self, *args: str | bytes | int | float, key: str) -> Any:
         """One command about ``key`` (which routes it on a cluster); its raw reply (bytes, ints, lists)."""
-        if not self.is_up:
-            raise StoreUnavailable("redis skipped after a recent failure")
-        try:
+        def operation(client: Any) -> Any:
             channel = self._multiplexer(key)
             if channel is not None:
                 try:
                     return self._on(channel, *args)
                 except (MovedError, AskError):
                     self._by_slot = {}
-            return self.client.execute_command(*args)
-        except REDIS_ERRORS as exc:
-            self.mark_down()
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            return client.execute_command(*args)
+
+        return self.run(operation)
 
     def _on(self, channel: mux.Multiplexer, *args: str | bytes | int | float) -> Any:
         try:

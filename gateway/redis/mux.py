@@ -58,7 +58,7 @@ def pack(args: tuple[Arg, ...]) -> bytes:
 
 
 def available() -> bool:
-    """Whether commands can be multiplexed here: gevent's sockets in place, and hiredis to read replies."""
+    """Whether commands can be multiplexed here: gevent's sockets in place (hiredis, a requirement, reads replies)."""
     try:
         from gevent import monkey
     except ImportError:
@@ -156,13 +156,8 @@ class Multiplexer:
 
     def _flush(self) -> None:
         self._flushing = False
-        raw = self._raw
-        if raw is None or not self._out:
-            return
-        data = self._backlog + b"".join(self._out)
-        self._out.clear()
-        self._backlog = b""
-        self._send(raw, data)
+        if self._out:
+            self._on_writable()
 
     def _send(self, raw: Any, data: bytes) -> None:
         try:
